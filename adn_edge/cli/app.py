@@ -1,0 +1,93 @@
+"""The ``adn-edge`` command: a typer app whose commands are thin calls into the library.
+
+Each command lives in its own module under ``adn_edge/cli/`` and registers itself
+through :func:`command_modules`. Error policy (CONTRACTS.md section 4): an
+:class:`~adn_edge.errors.AdnError` prints one paragraph and exits 2; anything else is a
+bug, prints a short traceback summary and exits 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from adn_edge.cli.output import fail
+from adn_edge.errors import EXIT_FAILURE, AdnError
+
+COMMAND_MODULES = (
+    "subnets", "export", "build", "bench", "eval", "train", "info", "demo", "quantize",
+)
+
+app = typer.Typer(
+    name="adn-edge",
+    help="Adaptive Depth Networks on edge devices: export sub-networks to ONNX, build "
+    "TensorRT engines, benchmark latency and energy, switch at run time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"adn_edge.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"adn_edge.cli.{name}":
+                continue  # command not built yet
+            raise
+        mod.register(app)
+
+
+_register_commands()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        from adn_edge import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point with the exit-code policy."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except AdnError as exc:
+        fail(exc)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the bug path
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if os.environ.get("ADN_EDGE_DEBUG"):
+            raise
+        import traceback
+
+        sys.stderr.write("adn-edge hit an unexpected error (a bug; set ADN_EDGE_DEBUG=1 for the full traceback):\n")
+        sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
+        sys.exit(EXIT_FAILURE)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

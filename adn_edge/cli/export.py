@@ -1,0 +1,76 @@
+"""``adn-edge export``: checkpoint -> one verified ONNX graph per sub-network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from adn_edge.cli.output import console, print_json, progress, table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def export(
+        checkpoint: Path = typer.Argument(None, help="ADN weights: official .pth, training checkpoint, "
+                                                     "safetensors or adn-edge format."),
+        arch: str = typer.Option(None, "--arch", "-a", help="Architecture (default: from the checkpoint)."),
+        subnet: list[str] = typer.Option(["all"], "--subnet", "-s", help="Code(s) to export: 1010, TFFF, super, "
+                                                                          "base or all; repeat for several."),
+        out: Path = typer.Option(None, "--out", "-o", help="Model directory (default engines/<arch>)."),
+        weights: str = typer.Option("auto", "--weights", help="From a training checkpoint: auto (EMA if "
+                                                              "present), ema or model."),
+        fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 graph (float32 I/O) per sub-network."),
+        static_batch: int = typer.Option(None, "--static-batch", help="Fix the batch size (default: dynamic)."),
+        input_size: int = typer.Option(None, "--input-size", help="Image side (default: the architecture's)."),
+        num_classes: int = typer.Option(None, "--num-classes", help="Classes (default: inferred from the head)."),
+        random_init: bool = typer.Option(False, "--random-init", help="No checkpoint: export a randomly "
+                                                                      "initialised model (for trying the pipeline)."),
+        as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    ) -> None:
+        """Export sub-networks of an ADN checkpoint to ONNX, verified against PyTorch."""
+        from adn_edge.errors import AdnError
+        from adn_edge.export import Exporter, ExportOptions
+        from adn_edge.export.exporter import default_out_dir
+
+        if checkpoint is None and not random_init:
+            raise AdnError("No checkpoint was given.", "Pass a checkpoint file, or --random-init --arch ARCH "
+                                                       "to try the pipeline on random weights.")
+        if static_batch is not None and static_batch < 1:
+            raise AdnError(f"--static-batch must be at least 1, not {static_batch}.")
+        if random_init:
+            if checkpoint is not None:
+                raise AdnError("Give either a checkpoint or --random-init, not both.")
+            if arch is None:
+                raise AdnError("--random-init needs --arch.")
+            from adn_edge.models import create_model
+
+            model = create_model(arch, num_classes=num_classes)
+            source = {"path": None, "sha256": "random-init", "container": "none", "weights": "random-init"}
+        else:
+            from adn_edge import checkpoint as ckpt_mod
+
+            model, ckpt = ckpt_mod.load(checkpoint, arch=arch, num_classes=num_classes, weights=weights)
+            source = ckpt.source_record()
+        opts = ExportOptions(fp16=fp16, dynamic_batch=static_batch is None, batch=static_batch or 1,
+                             input_size=input_size)
+        out_dir = out or default_out_dir(model.arch)
+        exporter = Exporter(model, out_dir, source, opts)
+        codes = exporter.resolve(subnet)
+        if not as_json:
+            console(stderr=True).print(f"{model.arch}: exporting {len(codes)} sub-network(s) to {out_dir} "
+                                       f"(weights: {source['weights']})")
+        results = exporter.export(codes, iterate=progress)
+        summary = {"arch": model.arch, "out": str(out_dir), "weights": source["weights"],
+                   "subnets": [r.summary() for r in results]}
+        if as_json:
+            print_json(summary)
+            return
+        rows = []
+        for r in results:
+            p = r.parity["onnx"]
+            p16 = r.parity.get("onnx_fp16")
+            rows.append((r.code, f"{r.gmacs:.3f}", f"{r.params:,}", r.nodes, f"{p.rel_err:.1e}",
+                         f"{p16.rel_err:.1e}" if p16 else "-", f"{r.seconds:.1f}"))
+        table(f"exported to {out_dir} (parity: relative error of ONNX Runtime vs PyTorch)",
+              ["code", "GMACs", "params", "nodes", "parity fp32", "parity fp16", "s"], rows)

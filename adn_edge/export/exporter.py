@@ -1,0 +1,193 @@
+"""Export sub-networks of an ADN model to verified ONNX graphs in a model directory.
+
+For each requested code: materialise (skipped blocks gone, twins chosen, BN folded),
+trace to ONNX, give initializers their stable names, attach metadata, check the graph,
+compare ONNX Runtime against the unfolded PyTorch ADN forward, and only then move the
+file into place and record it in ``manifest.json``. A graph that fails parity is
+never written (exit 1: that is our bug, not the user's input).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from adn_edge import __version__, manifest, subnet
+from adn_edge.errors import AdnError, ParityError
+from adn_edge.export import onnx_graph as og
+from adn_edge.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, Parity, compare, onnxruntime_logits, \
+    parity_inputs, reference_logits
+from adn_edge.fileio import ensure_writable_dir, write_bytes
+from adn_edge.flops import arch_costs
+from adn_edge.materialize import Folder, materialize, stable_names
+from adn_edge.models.base import ADNModel
+from adn_edge.models.registry import get_spec
+
+Iterate = Callable[[Sequence[str], str], Iterable[str]]
+
+
+@dataclass
+class ExportOptions:
+    fp16: bool = False
+    dynamic_batch: bool = True
+    batch: int = 1
+    """Static batch size when ``dynamic_batch`` is False (else the tracing batch)."""
+    input_size: int | None = None
+    parity_samples: int = 2
+    tolerance: float = FP32_TOLERANCE
+    fp16_tolerance: float = FP16_TOLERANCE
+    opset: int = og.OPSET
+
+
+@dataclass
+class ExportedSubnet:
+    code: str
+    files: dict[str, str]
+    parity: dict[str, Parity]
+    gmacs: float
+    params: int
+    nodes: int
+    seconds: float
+    op_counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"code": self.code, "skip_cfg": subnet.to_skip_cfg(self.code), "files": self.files,
+                "gmacs": round(self.gmacs, 6), "params": self.params, "nodes": self.nodes,
+                "parity": {k: v.record() for k, v in self.parity.items()}, "seconds": round(self.seconds, 3)}
+
+
+def default_out_dir(arch: str) -> Path:
+    return Path("engines") / arch
+
+
+def onnx_name(arch: str, code: str, variant: str = "") -> str:
+    return f"{arch}_{code}{variant}.onnx"
+
+
+class Exporter:
+    """Holds one loaded model and exports any of its sub-networks into one directory."""
+
+    def __init__(self, model: ADNModel, out_dir: str | Path, source: dict[str, Any],
+                 options: ExportOptions | None = None) -> None:
+        self.model = model.eval()
+        self.spec = get_spec(model.arch)
+        self.out_dir = ensure_writable_dir(out_dir)
+        self.source = source
+        self.options = options or ExportOptions()
+        self.input_size = self.options.input_size or self.spec.input_size
+        self.folder = Folder(model)
+        self.transposes = og.TransposeIndex(model)
+        self.costs = arch_costs(model.arch, model.num_classes, self.input_size)
+        self._digests: dict[str, str] = {}
+        self.manifest = self._open_manifest()
+
+    def _open_manifest(self) -> dict[str, Any]:
+        shape: list[int | None] = [None if self.options.dynamic_batch else self.options.batch, 3,
+                                   self.input_size, self.input_size]
+        fresh = manifest.new(self.model.arch, self.model.num_skippable_stages, self.model.num_classes, shape,
+                             list(self.spec.mean), list(self.spec.std), self.source, self.options.opset)
+        if not manifest.path_in(self.out_dir).exists():
+            return fresh
+        try:
+            old = manifest.load(self.out_dir)
+        except AdnError:
+            return fresh
+        same = (old["arch"] == fresh["arch"] and old["source"].get("sha256") == self.source.get("sha256")
+                and old["input"]["shape"] == fresh["input"]["shape"] and old.get("opset") == fresh["opset"])
+        return old if same else fresh
+
+    def resolve(self, specs: Sequence[str] | str | None) -> list[str]:
+        return subnet.expand(specs, self.model.num_skippable_stages, self.model.arch,
+                             cost=lambda c: self.costs[c].macs)
+
+    def export(self, specs: Sequence[str] | str | None, iterate: Iterate | None = None) -> list[ExportedSubnet]:
+        codes = self.resolve(specs)
+        iterate = iterate or (lambda items, _desc: items)
+        results = []
+        for code in iterate(codes, f"export {self.model.arch}"):
+            results.append(self.export_one(code))
+            manifest.save(self.out_dir, self.manifest)  # after each: a crash keeps what was verified
+        return results
+
+    def _graph(self, code: str) -> onnx.ModelProto:
+        static = materialize(self.model, code, self.folder)
+        opts = self.options
+        graph = og.trace_to_onnx(static, self.input_size, opts.dynamic_batch, opts.batch, opts.opset)
+        og.rename_initializers(graph, stable_names(static, self.folder), self.transposes)
+        cost = self.costs[code]
+        og.set_metadata(graph, {
+            "adn.arch": self.model.arch, "adn.subnet": code, "adn.skip_cfg": subnet.to_skip_cfg(code),
+            "adn.gflops": f"{cost.gmacs:.6f}", "adn.params": cost.params,
+            "adn.source_sha256": self.source.get("sha256", ""), "adn.version": __version__,
+            "adn.num_classes": self.model.num_classes, "adn.input_size": self.input_size,
+            "adn.mean": ",".join(map(str, self.spec.mean)), "adn.std": ",".join(map(str, self.spec.std)),
+            "adn.precision": "fp32",
+        })
+        counts = og.op_counts(graph)
+        if counts.get("BatchNormalization"):
+            raise RuntimeError(f"{code}: BatchNormalization survived folding")
+        onnx.checker.check_model(graph)
+        self._check_names(code, graph)
+        return graph
+
+    def _check_names(self, code: str, graph: onnx.ModelProto) -> None:
+        """Names shared with graphs exported earlier must hold the same bytes."""
+        for name, digest in og.initializer_digests(graph).items():
+            prev = self._digests.setdefault(name, digest)
+            if prev != digest:
+                raise RuntimeError(f"{code}: initializer {name!r} differs from the one of the same name "
+                                   "in another sub-network (stable naming broken)")
+
+    def _verify(self, code: str, data: bytes, tolerance: float, what: str) -> Parity:
+        x = parity_inputs(self.input_size, self.options.parity_samples)
+        result = compare(onnxruntime_logits(data, x), reference_logits(self.model, code, x), tolerance)
+        if not result.ok:
+            raise ParityError(
+                f"{self.model.arch} {code} ({what}): ONNX Runtime differs from PyTorch by relative error "
+                f"{result.rel_err:.3g} (> {tolerance:g}); the graph was not written.")
+        return result
+
+    def export_one(self, code: str) -> ExportedSubnet:
+        t0 = time.perf_counter()
+        graph = self._graph(code)
+        data = graph.SerializeToString()
+        files: dict[str, str] = {}
+        parity = {"onnx": self._verify(code, data, self.options.tolerance, "fp32")}
+        name = onnx_name(self.model.arch, code)
+        write_bytes(self.out_dir / name, data)
+        files["onnx"] = name
+        if self.options.fp16:
+            g16 = og.to_float16(graph)
+            og.set_metadata(g16, {**og.metadata(graph), "adn.precision": "fp16"})
+            onnx.checker.check_model(g16)
+            d16 = g16.SerializeToString()
+            parity["onnx_fp16"] = self._verify(code, d16, self.options.fp16_tolerance, "fp16")
+            name16 = onnx_name(self.model.arch, code, ".fp16")
+            write_bytes(self.out_dir / name16, d16)
+            files["onnx_fp16"] = name16
+        cost = self.costs[code]
+        counts = og.op_counts(graph)
+        entry = self.manifest["subnets"].get(code, {})
+        entry.update({
+            "code": code, "skip_cfg": subnet.to_skip_cfg(code), "gmacs": round(cost.gmacs, 6),
+            "params": cost.params,
+            "files": {**entry.get("files", {}), **{k: manifest.file_record(self.out_dir, v) for k, v in files.items()}},
+            "parity": {**entry.get("parity", {}), **{k: v.record() for k, v in parity.items()}},
+            "graph": {"nodes": sum(counts.values()), "initializers": len(graph.graph.initializer)},
+        })
+        self.manifest["subnets"][code] = entry
+        return ExportedSubnet(code, files, parity, cost.gmacs, cost.params, sum(counts.values()),
+                              time.perf_counter() - t0, counts)
+
+
+def export(model: ADNModel, out_dir: str | Path, subnets: Sequence[str] | str | None = "all",
+           source: dict[str, Any] | None = None, options: ExportOptions | None = None,
+           iterate: Iterate | None = None) -> list[ExportedSubnet]:
+    """Export ``subnets`` of ``model`` into ``out_dir`` (see :class:`Exporter`)."""
+    exp = Exporter(model, out_dir, source or {"path": None, "sha256": "", "weights": "in-memory"}, options)
+    return exp.export(subnets, iterate)

@@ -1,0 +1,72 @@
+"""What every ADN architecture shares.
+
+An ADN model is an ``nn.Module`` whose ``forward(x, skip)`` reproduces the official
+research code's forward for the given skip list (ADN_FORMAT.md). On top of that each
+family implements :meth:`ADNModel.static_body`, which builds the *static* module of
+one sub-network: skipped blocks absent, norm twins chosen, BatchNorm folded. That
+second method is what makes a sub-network exportable without control flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from adn_edge import subnet
+from adn_edge.errors import AdnError
+
+if TYPE_CHECKING:
+    from adn_edge.materialize import Folder
+
+TWIN_SUFFIX = "_skip"
+
+
+def pick_norm(block: nn.Module, name: str, skipped: bool) -> nn.Module:
+    """The norm a block uses: its ``<name>_skip`` twin iff the stage is skipped.
+
+    Skippable blocks have no twins; they never run in a skipped stage anyway, so
+    falling back to the main norm is exactly the official rule.
+    """
+    twin = getattr(block, name + TWIN_SUFFIX, None)
+    return twin if skipped and twin is not None else getattr(block, name)
+
+
+class ADNModel(nn.Module):
+    """Base class: skip-list handling, codes, and the static-export hook."""
+
+    arch: str = "?"
+    num_skippable_stages: ClassVar[int] = 4
+    default_skip_all: ClassVar[bool] = False
+    """Official default when ``skip`` is omitted: False = super-net (MobileNetV2: True)."""
+    skip_none_means_default: ClassVar[bool] = True
+    """Whether ``skip=None`` is accepted (ViT/Swin officially raise TypeError)."""
+
+    def resolve_skip(self, skip: Sequence[Any] | None) -> list[bool]:
+        """The official flag semantics: an entry counts as skipped iff ``== True``."""
+        n = self.num_skippable_stages
+        if skip is None:
+            return [self.default_skip_all] * n
+        flags = [bool(s == True) for s in skip]  # noqa: E712 - official semantics (see ADN_FORMAT 1.1)
+        if len(flags) != n:
+            raise AdnError(f"{self.arch} has {n} skippable stages but a skip list of {len(flags)} was given.")
+        return flags
+
+    def forward_code(self, x: torch.Tensor, code: str) -> torch.Tensor:
+        """Forward of one sub-network named by any accepted spelling of its code."""
+        canonical = subnet.parse_code(code, self.num_skippable_stages, self.arch)
+        return self(x, skip=subnet.to_skip(canonical))
+
+    def static_body(self, code: str, folder: Folder) -> nn.Module:
+        """The sub-network ``code`` as a static module (no skip argument).
+
+        ``folder`` folds conv+BN pairs and caches the result, so that sub-networks
+        built with the same folder share every folded tensor that is identical.
+        """
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
