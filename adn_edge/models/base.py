@@ -59,13 +59,20 @@ class ADNModel(nn.Module):
         canonical = subnet.parse_code(code, self.num_skippable_stages, self.arch)
         return self(x, skip=subnet.to_skip(canonical))
 
-    def static_body(self, code: str, folder: Folder) -> nn.Module:
-        """The sub-network ``code`` as a static module (no skip argument).
+    def static_stages(self, code: str, folder: Folder) -> list[nn.Module]:
+        """The sub-network ``code`` as S static parts, part k depending only on ``code[k]``.
 
-        ``folder`` folds conv+BN pairs and caches the result, so that sub-networks
-        built with the same folder share every folded tensor that is identical.
+        Part 0 takes the image (it includes the stem), part S-1 returns the logits
+        (it includes the head); chained they are the whole sub-network. Splitting
+        along the flags is what lets the segmented runtime hold 2*S graphs instead of
+        2^S. ``folder`` folds conv+BN pairs and caches the result, so parts built with
+        the same folder share every folded tensor that is identical.
         """
         raise NotImplementedError
+
+    def static_body(self, code: str, folder: Folder) -> nn.Module:
+        """The sub-network ``code`` as one static module (no skip argument)."""
+        return nn.Sequential(*self.static_stages(code, folder))
 
     @property
     def num_classes(self) -> int:

@@ -119,15 +119,14 @@ class _StaticBlock(nn.Module):
         return torch.relu(out + identity)
 
 
-class _StaticResNet(nn.Module):
-    def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], fc: nn.Linear) -> None:
+class _Head(nn.Module):
+    """Global average pool + linear, as in the official model."""
+
+    def __init__(self, fc: nn.Linear) -> None:
         super().__init__()
-        self.stem = stem
-        self.blocks = nn.Sequential(*blocks)
         self.fc = fc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
         return self.fc(torch.flatten(x.mean((2, 3), keepdim=True), 1))
 
 
@@ -193,13 +192,17 @@ class ResNetADN(ADNModel):
                 x = blk(x, skipped)
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
-    def static_body(self, code: str, folder: Folder) -> nn.Module:
-        stem = nn.Sequential(folder(self.conv1, self.bn1), nn.ReLU(), self.maxpool)
-        blocks = []
+    def static_stages(self, code: str, folder: Folder) -> list[nn.Module]:
+        parts: list[nn.Module] = []
         for k, c in enumerate(code):
             skipped = c == "0"
-            blocks += [blk.static(skipped, folder) for blk in self._kept_blocks(k, skipped)]
-        return _StaticResNet(stem, blocks, self.fc)
+            mods = [blk.static(skipped, folder) for blk in self._kept_blocks(k, skipped)]
+            if k == 0:
+                mods.insert(0, nn.Sequential(folder(self.conv1, self.bn1), nn.ReLU(), self.maxpool))
+            if k == len(code) - 1:
+                mods.append(_Head(self.fc))
+            parts.append(nn.Sequential(*mods))
+        return parts
 
 
 def _official(layers: Sequence[int], variant: str) -> Any:
