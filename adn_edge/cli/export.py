@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
             if arch is None:
                 raise AdnError("--random-init needs --arch.")
             from adn_edge.models import create_model
+            from adn_edge.models.random_weights import randomize
 
-            model = create_model(arch, num_classes=num_classes)
+            model = randomize(create_model(arch, num_classes=num_classes))
             source = {"path": None, "sha256": "random-init", "container": "none", "weights": "random-init"}
         else:
             from adn_edge import checkpoint as ckpt_mod

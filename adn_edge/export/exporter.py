@@ -144,7 +144,8 @@ class Exporter:
                                    "in another sub-network (stable naming broken)")
 
     def _verify(self, code: str, data: bytes, tolerance: float, what: str) -> Parity:
-        x = parity_inputs(self.input_size, self.options.parity_samples)
+        opts = self.options
+        x = parity_inputs(self.input_size, opts.parity_samples if opts.dynamic_batch else opts.batch)
         result = compare(onnxruntime_logits(data, x), reference_logits(self.model, code, x), tolerance)
         if not result.ok:
             raise ParityError(

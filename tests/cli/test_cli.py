@@ -1,0 +1,112 @@
+"""The command line: results, JSON, and every bad-input path exits 2 with a paragraph."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from adn_edge.models import create_model
+from tests._util import random_state_dict, run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ck")
+    m = create_model("resnet_tiny")
+    torch.save(random_state_dict(m, seed=5), d / "tiny.pth")
+    return d / "tiny.pth"
+
+
+def test_subnets_json_matches_official_readme_within_3_percent(capsys) -> None:
+    code, out, _ = run_cli(["subnets", "--arch", "resnet50", "--json"], capsys)
+    assert code == 0
+    rows = {r["skip_cfg"]: r for r in json.loads(out)["subnets"]}
+    readme = {"FFFF": 4.11, "TFFF": 3.90, "TTFF": 3.46, "TTTF": 2.80, "TTTT": 2.58}
+    for cfg, g in readme.items():
+        assert rows[cfg]["gmacs"] == pytest.approx(g, rel=0.03), cfg
+    assert len(rows) == 16 and json.loads(out)["subnets"][0]["code"] == "1111"
+
+
+def test_export_info_round_trip(tiny_ckpt, tmp_path, capsys) -> None:
+    out = tmp_path / "m"
+    code, stdout, _ = run_cli(["export", tiny_ckpt, "--arch", "resnet_tiny", "--subnet", "1010", "--subnet", "TTTT",
+                               "--out", out, "--json"], capsys)
+    assert code == 0
+    res = json.loads(stdout)
+    assert [s["code"] for s in res["subnets"]] == ["1010", "0000"]
+    assert (out / "resnet_tiny_1010.onnx").exists() and (out / "manifest.json").exists()
+    code, stdout, _ = run_cli(["info", out, "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["arch"] == "resnet_tiny"
+    code, stdout, _ = run_cli(["info", out / "resnet_tiny_1010.onnx", "--json"], capsys)
+    assert json.loads(stdout)["metadata"]["adn.skip_cfg"] == "FTFT"
+    code, stdout, _ = run_cli(["info", tiny_ckpt, "--json"], capsys)
+    assert json.loads(stdout)["arch"] == "resnet_tiny"
+
+
+def bad(args, capsys, *needles):
+    code, out, err = run_cli(args, capsys)
+    assert code == 2, (code, err)
+    assert "Traceback" not in err and err.startswith("error: ")
+    for n in needles:
+        assert n in err.replace("\n", " "), (n, err)
+    return err
+
+
+def test_unknown_arch_lists_known(capsys) -> None:
+    bad(["subnets", "--arch", "resnet51"], capsys, "resnet51", "resnet50", "mobilenet_v2")
+
+
+def test_bad_code_names_s_and_examples(tiny_ckpt, tmp_path, capsys) -> None:
+    bad(["export", tiny_ckpt, "--arch", "resnet_tiny", "--subnet", "10101", "--out", tmp_path], capsys,
+        "4 skippable stages", "'1010'", "'TFFF'")
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_checkpoint_of_another_arch_or_classes(tiny_ckpt, tmp_path, capsys) -> None:
+    bad(["export", tiny_ckpt, "--arch", "resnet_small", "--out", tmp_path], capsys, "does not fit", "resnet_small")
+    bad(["export", tiny_ckpt, "--arch", "resnet_tiny", "--num-classes", "100", "--out", tmp_path], capsys,
+        "10 classes")
+
+
+def test_missing_truncated_and_code_executing_files(tiny_ckpt, tmp_path, capsys) -> None:
+    bad(["export", tmp_path / "none.pth", "--arch", "resnet_tiny"], capsys, "does not exist")
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(tiny_ckpt.read_bytes()[:1000])
+    bad(["export", cut, "--arch", "resnet_tiny", "--out", tmp_path / "o"], capsys, "truncated")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save(Evil(), tmp_path / "evil.pth")
+    bad(["export", tmp_path / "evil.pth", "--arch", "resnet_tiny", "--out", tmp_path / "o"], capsys,
+        "code execution", "safetensors")
+
+
+def test_output_dir_not_writable(tiny_ckpt, tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    bad(["export", tiny_ckpt, "--arch", "resnet_tiny", "--out", blocker], capsys, "not a directory")
+    bad(["export", tiny_ckpt, "--arch", "resnet_tiny", "--out", blocker / "sub"], capsys, "cannot be created")
+
+
+def test_info_on_garbage(tmp_path, capsys) -> None:
+    (tmp_path / "x.onnx").write_bytes(b"not onnx at all")
+    bad(["info", tmp_path / "x.onnx"], capsys, "cannot be read as ONNX")
+    bad(["info", tmp_path / "missing"], capsys, "does not exist")
+    bad(["info", tmp_path], capsys, "manifest.json")
+
+
+def test_console_script_exit_codes() -> None:
+    """The installed entry point: usage errors and bad input exit 2, without a traceback."""
+    r = subprocess.run([sys.executable, "-m", "adn_edge.cli.app", "subnets", "--arch", "nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Unknown architecture" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "adn_edge.cli.app", "subnets", "--bogus"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
