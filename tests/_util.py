@@ -11,8 +11,8 @@ import torch
 from adn_edge.models.random_weights import random_state_dict  # noqa: F401 (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+# Copies of ../shared/fixtures (the design's data), so a clone tests on its own.
+FIXTURES = REPO / "tests" / "fixtures"
 OFFICIAL = FIXTURES / "official"
 
 

@@ -1,0 +1,1 @@
+"""Benchmarking sub-networks: latency statistics, machine state, reports and Pareto plots."""

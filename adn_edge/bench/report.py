@@ -1,0 +1,302 @@
+"""``bench-<device>.json``, its CSV twin and the terminal table (CONTRACTS.md section 3).
+
+The JSON is the contract: users' scripts and :meth:`EngineSwitcher.fastest_within`
+read it, so it is built and checked here, in one place, and written atomically.
+Everything beyond the contract's keys is welcome extra (machine state, settings,
+sample intervals), but a power or energy number is ``null`` whenever no meter was
+used: a reader must never mistake "not measured" for zero.
+
+Typical assembly by the harness::
+
+    subnets[code] = subnet_result(latency_stats(times, batch), energy)   # energy may be None
+    report = make_report(device=machine_state("orin"), backend="tensorrt", batch=1,
+                         power=power_block(src.describe(), idle), subnets=subnets)
+    path = write_report(report, model_dir)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adn_edge.errors import AdnError
+from adn_edge.fileio import write_json, write_text
+
+if TYPE_CHECKING:
+    from adn_edge.bench.stats import LatencyStats
+    from adn_edge.power.energy import InferenceEnergy, WindowPower
+
+SCHEMA = 1
+DEVICE_KINDS = ("orin", "cuda", "cpu")
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+POWER_SOURCES = ("tegrastats", "nvml", "none")
+LATENCY_KEYS = ("mean", "p50", "p90", "p99", "min", "max")
+ENERGY_KEYS = ("power_w", "energy_mj", "energy_above_idle_mj", "power_samples")
+NOT_MEASURED = "energy not measured: no power source was used (--power none)"
+
+
+def _r(x: float | None, nd: int) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def subnet_result(stats: LatencyStats, energy: InferenceEnergy | None = None, **extra: Any) -> dict[str, Any]:
+    """One ``subnets[code]`` entry from latency stats and (optionally) per-inference energy.
+
+    ``extra`` keys (``gmacs``, ``accuracy``, ``cpu_gpu_w``, ``host_overhead_ms`` ...) are
+    kept as they are, after the contract's keys.
+    """
+    entry: dict[str, Any] = {
+        "latency_ms": {k: round(v, 4) for k, v in stats.latency_ms().items()},
+        "throughput_ips": round(stats.throughput_ips, 3),
+        "iterations": stats.iterations,
+        "power_w": None, "energy_mj": None, "energy_above_idle_mj": None, "power_samples": None,
+        "latency_cv": round(stats.cv, 5),
+    }
+    if stats.warning:
+        entry["warning"] = stats.warning
+    if energy is not None:
+        entry.update(power_w=_r(energy.power_w, 4), energy_mj=_r(energy.energy_mj, 4),
+                     energy_above_idle_mj=_r(energy.energy_above_idle_mj, 4), power_samples=energy.power_samples,
+                     power_interval_ms=_r(energy.interval_ms, 3), power_run_s=_r(energy.run_s, 4),
+                     power_method=energy.method, energy_inferences=energy.inferences)
+    entry.update(extra)
+    return entry
+
+
+def power_block(describe: Mapping[str, Any], idle: WindowPower | None = None, **extra: Any) -> dict[str, Any]:
+    """The report's ``power`` block from a source's ``describe()`` and its idle baseline."""
+    source = describe.get("source", "none")
+    block: dict[str, Any] = {"source": source, "rail": describe.get("rail"),
+                             "idle_w": _r(idle.mean_w, 4) if idle is not None else None,
+                             "interval_ms": describe.get("interval_ms"),
+                             "measured": source != "none"}
+    if source == "none":
+        block["note"] = describe.get("note", NOT_MEASURED)
+    if idle is not None:
+        block["idle"] = {"duration_s": _r(idle.duration_s, 3), "samples": idle.samples,
+                         "interval_ms": _r(idle.interval_ms, 3), "method": idle.method}
+    block.update({k: v for k, v in describe.items() if k not in block})
+    block.update(extra)
+    return block
+
+
+def make_report(*, device: Mapping[str, Any], backend: str, batch: int, power: Mapping[str, Any],
+                subnets: Mapping[str, Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
+    """Assemble and validate a bench report. ``extra`` (settings, model, ...) is appended."""
+    from adn_edge import __version__
+
+    report: dict[str, Any] = {"schema": SCHEMA, "device": dict(device), "backend": backend, "batch": batch,
+                              "power": dict(power), "subnets": {k: dict(v) for k, v in subnets.items()},
+                              "adn_edge_version": __version__,
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    report.update(extra)
+    validate_bench(report)
+    return report
+
+
+def bench_filename(kind: str) -> str:
+    return f"bench-{kind}.json"
+
+
+def write_report(report: Mapping[str, Any], directory: str | os.PathLike[str]) -> Path:
+    """Validate and write ``bench-<device kind>.json`` into ``directory`` atomically."""
+    validate_bench(report)
+    path = Path(directory) / bench_filename(report["device"]["kind"])
+    write_json(path, report)
+    return path
+
+
+# -- CSV and table ------------------------------------------------------------------------
+
+def _rows(report: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    extra_keys: list[str] = []
+    rows = []
+    for code, e in report["subnets"].items():
+        row: dict[str, Any] = {"code": code}
+        row.update({f"latency_{k}_ms": v for k, v in e["latency_ms"].items()})
+        for k, v in e.items():
+            if k == "latency_ms" or isinstance(v, (dict, list)):
+                continue
+            row[k] = v
+            if k not in extra_keys:
+                extra_keys.append(k)
+        rows.append(row)
+    lat = [f"latency_{k}_ms" for k in (*LATENCY_KEYS, "std")]
+    first = ["throughput_ips", "iterations", *ENERGY_KEYS]
+    cols = ["code", *lat, *first, *[k for k in extra_keys if k not in first]]
+    return cols, rows
+
+
+def csv_text(report: Mapping[str, Any]) -> str:
+    """One row per sub-network; empty cells where nothing was measured."""
+    cols, rows = _rows(report)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def write_csv(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    write_text(path, csv_text(report))
+    return Path(path)
+
+
+def _fmt(v: Any, nd: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def render_table(report: Mapping[str, Any]) -> Any:
+    """A rich Table of the report (imported lazily: the runtime never needs rich)."""
+    from rich.table import Table
+
+    dev, pw = report["device"], report["power"]
+    measured = pw.get("source") != "none"
+    title = (f"bench on {dev.get('name') or dev['kind']} ({dev['kind']}"
+             + (f", {dev['power_mode']}" if dev.get("power_mode") else "") + f"), backend {report['backend']}, "
+             f"batch {report['batch']}")
+    caption = (f"power: {pw['source']} rail {pw.get('rail')}, idle {_fmt(pw.get('idle_w'))} W, "
+               f"interval {_fmt(pw.get('interval_ms'), 0)} ms" if measured else NOT_MEASURED)
+    caption = "latency in ms; " + ("energy per inference in mJ, n = power samples; " if measured else "") + caption
+    t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    cols = ["code", "mean", "p50", "p99", "cv%", "img/s"]
+    if measured:
+        cols += ["W", "mJ", "mJ>idle", "n"]
+    for i, c in enumerate(cols):
+        t.add_column(c, justify="left" if i == 0 else "right", no_wrap=True)
+    for code, e in report["subnets"].items():
+        lat = e["latency_ms"]
+        cv = e.get("latency_cv")
+        row = [code + (" !" if e.get("warning") else ""), _fmt(lat["mean"], 3), _fmt(lat["p50"], 3),
+               _fmt(lat["p99"], 3), _fmt(cv * 100 if cv is not None else None, 1), _fmt(e["throughput_ips"], 1)]
+        if measured:
+            row += [_fmt(e["power_w"]), _fmt(e["energy_mj"]), _fmt(e["energy_above_idle_mj"]),
+                    _fmt(e["power_samples"])]
+        t.add_row(*row)
+    return t
+
+
+def print_table(report: Mapping[str, Any], console: Any = None) -> None:
+    """Print the table; sub-networks marked ``!`` had unstable latency (see their ``warning``)."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console(highlight=False)
+    console.print(render_table(report))
+
+
+# -- validation -------------------------------------------------------------------------
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pos_int(v: Any) -> bool:
+    return _int(v) and v >= 1
+
+
+def bench_problems(obj: Any) -> list[str]:
+    """Every way ``obj`` breaks the ``bench-<device>.json`` contract (empty when valid)."""
+    p: list[str] = []
+    if not isinstance(obj, Mapping):
+        return ["the report is not a JSON object"]
+    if obj.get("schema") != SCHEMA or not _int(obj.get("schema")):
+        p.append(f"schema must be {SCHEMA}")
+    dev = obj.get("device")
+    if not isinstance(dev, Mapping):
+        p.append("device must be an object")
+    else:
+        if dev.get("kind") not in DEVICE_KINDS:
+            p.append(f"device.kind must be one of {DEVICE_KINDS}, got {dev.get('kind')!r}")
+        for k in ("name", "power_mode"):
+            if k not in dev:
+                p.append(f"device.{k} is missing (null when unknown)")
+            elif dev[k] is not None and not isinstance(dev[k], str):
+                p.append(f"device.{k} must be a string or null")
+    if obj.get("backend") not in BACKENDS:
+        p.append(f"backend must be one of {BACKENDS}, got {obj.get('backend')!r}")
+    if not _pos_int(obj.get("batch")):
+        p.append("batch must be a positive integer")
+    pw = obj.get("power")
+    source = None
+    if not isinstance(pw, Mapping):
+        p.append("power must be an object")
+    else:
+        source = pw.get("source")
+        if source not in POWER_SOURCES:
+            p.append(f"power.source must be one of {POWER_SOURCES}, got {source!r}")
+        for k in ("rail", "idle_w", "interval_ms"):
+            if k not in pw:
+                p.append(f"power.{k} is missing (null when not measured)")
+        if pw.get("rail") is not None and not isinstance(pw.get("rail"), str):
+            p.append("power.rail must be a string or null")
+        for k in ("idle_w", "interval_ms"):
+            if pw.get(k) is not None and not _num(pw.get(k)):
+                p.append(f"power.{k} must be a finite number or null")
+        if source == "none" and pw.get("idle_w") is not None:
+            p.append("power.idle_w must be null when no power source was used")
+    subs = obj.get("subnets")
+    if not isinstance(subs, Mapping) or not subs:
+        p.append("subnets must be a non-empty object keyed by sub-network code")
+        return p
+    lengths = {len(c) for c in subs if isinstance(c, str)}
+    if len(lengths) > 1:
+        p.append("sub-network codes must all have the same length")
+    for code, e in subs.items():
+        where = f"subnets[{code!r}]"
+        if not isinstance(code, str) or not re.fullmatch(r"[01]+", code):
+            p.append(f"{where}: key must be a canonical 0/1 code")
+        if not isinstance(e, Mapping):
+            p.append(f"{where} must be an object")
+            continue
+        lat = e.get("latency_ms")
+        if not isinstance(lat, Mapping):
+            p.append(f"{where}.latency_ms must be an object")
+        else:
+            bad = [k for k in LATENCY_KEYS if not (_num(lat.get(k)) and lat[k] >= 0)]
+            if bad:
+                p.append(f"{where}.latency_ms needs non-negative numbers for {', '.join(bad)}")
+            else:
+                order = [lat[k] for k in ("min", "p50", "p90", "p99", "max")]
+                tol = 1e-6 * max(1.0, lat["max"])
+                if any(b < a - tol for a, b in zip(order, order[1:])) or not (
+                        lat["min"] - tol <= lat["mean"] <= lat["max"] + tol):
+                    p.append(f"{where}.latency_ms must satisfy min <= p50 <= p90 <= p99 <= max and min <= mean <= max")
+        if not (_num(e.get("throughput_ips")) and e["throughput_ips"] > 0):
+            p.append(f"{where}.throughput_ips must be a positive number")
+        if not _pos_int(e.get("iterations")):
+            p.append(f"{where}.iterations must be a positive integer")
+        for k in ENERGY_KEYS:
+            if k not in e:
+                p.append(f"{where}.{k} is missing (null when not measured)")
+                continue
+            v = e[k]
+            if source == "none" and v is not None:
+                p.append(f"{where}.{k} must be null: no power source was used")
+            elif v is not None and not (_int(v) if k == "power_samples" else _num(v)):
+                p.append(f"{where}.{k} must be a {'integer' if k == 'power_samples' else 'finite number'} or null")
+    return p
+
+
+def validate_bench(obj: Any) -> None:
+    """Raise :class:`AdnError` listing every contract violation of a bench report."""
+    problems = bench_problems(obj)
+    if problems:
+        raise AdnError("The benchmark report does not match CONTRACTS.md section 3: " + "; ".join(problems) + ".",
+                       "This is a bug in whatever produced the report; please report it with the file.")

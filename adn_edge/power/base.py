@@ -1,0 +1,205 @@
+"""One interface for every power meter, and the table that picks one.
+
+The bench harness must not care whether watts come from ``tegrastats`` on a Jetson,
+NVML on a desktop GPU, or nowhere at all: it starts a source, stamps the edges of
+each run with :func:`time.perf_counter` (the clock every sample is stamped with),
+and asks for the power inside that window. Keeping the clock and the integration
+rules here, once, is what makes numbers from different boards comparable.
+
+Nothing here imports torch, numpy-heavy code or a vendor library: sources import
+their own dependencies lazily, so that ``--power none`` needs nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from adn_edge.errors import EXIT_FAILURE, AdnError
+
+if TYPE_CHECKING:
+    from adn_edge.power.energy import WindowPower
+
+POWER_CHOICES = ("auto", "tegrastats", "nvml", "none")
+DEVICE_CHOICES = ("orin", "cuda", "cpu")
+_AUTO = {"orin": "tegrastats", "cuda": "nvml", "cpu": "none"}
+_FACTORIES = {
+    "tegrastats": "adn_edge.power.tegrastats:TegrastatsSource",
+    "nvml": "adn_edge.power.nvml:NvmlSource",
+    "none": "adn_edge.power.none:NoPowerSource",
+}
+
+
+class PowerSourceError(AdnError):
+    """The meter was there but failed while in use (it died, printed nothing, ...).
+
+    Not the user's input, so exit code 1; still an ``AdnError`` so that the CLI prints
+    one explanatory paragraph instead of a traceback.
+    """
+
+    exit_code = EXIT_FAILURE
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSample:
+    """One reading, stamped with :func:`time.perf_counter` when it reached us.
+
+    Boards print at most a second-resolution date, so the arrival time is the only
+    clock that can be aligned with inference runs. ``module_w`` is the whole module
+    (or board) input, ``cpu_gpu_w`` the rail(s) that carry CPU and GPU when the board
+    has them; which rails those are is the source's ``describe()``, not the sample's,
+    because it is fixed per board. ``energy_mj`` is a cumulative energy counter when
+    the source has one (NVML), which integrates better than sampled power.
+    """
+
+    t: float
+    module_w: float | None
+    cpu_gpu_w: float | None = None
+    rails_w: Mapping[str, float] = field(default_factory=dict)
+    energy_mj: float | None = None
+
+
+class PowerSource(abc.ABC):
+    """Samples power in the background between :meth:`start` and :meth:`stop`.
+
+    Use as a context manager so that a subprocess or thread never outlives an
+    exception or Ctrl-C. ``samples`` may be read at any time (a snapshot copy).
+    """
+
+    name: ClassVar[str] = "?"
+    measures_energy: ClassVar[bool] = True
+
+    def __init__(self, interval_ms: float | None = None) -> None:
+        if interval_ms is not None and not (interval_ms > 0):
+            raise AdnError(f"The power sampling interval must be positive, got {interval_ms!r} ms.",
+                           "Use 10-100 ms (50 is a good default).")
+        self.interval_ms = interval_ms
+        self._samples: list[PowerSample] = []
+        self._cond = threading.Condition()
+        self._running = False
+
+    # -- subclass API ------------------------------------------------------------
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Begin sampling; returns once the first sample has arrived (or raises)."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop sampling and release everything. Idempotent."""
+
+    def check(self) -> None:
+        """Raise :class:`PowerSourceError` if the meter died while it should be running."""
+
+    def describe(self) -> dict[str, Any]:
+        """What a report needs to judge the numbers: source, rail, interval, notes."""
+        return {"source": self.name, "rail": None, "interval_ms": self.interval_ms}
+
+    def _add(self, sample: PowerSample) -> None:
+        with self._cond:
+            self._samples.append(sample)
+            self._cond.notify_all()
+
+    # -- shared behaviour -----------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def samples(self) -> list[PowerSample]:
+        with self._cond:
+            return list(self._samples)
+
+    @staticmethod
+    def now() -> float:
+        """The clock samples are stamped with; stamp window edges with this."""
+        return time.perf_counter()
+
+    def wait_until(self, t: float, timeout_s: float | None = None) -> bool:
+        """Block until a sample stamped at or after ``t`` exists, so that a window ending
+        at ``t`` can be interpolated instead of extrapolated. False on timeout."""
+        if not self.measures_energy:
+            return True
+        if timeout_s is None:
+            timeout_s = 2.0 + 5 * (self.interval_ms or 50) / 1000
+        deadline = time.perf_counter() + timeout_s
+        with self._cond:
+            while not (self._samples and self._samples[-1].t >= t):
+                left = deadline - time.perf_counter()
+                if left <= 0 or not self._running:
+                    break
+                self._cond.wait(min(left, 0.1))
+            ok = bool(self._samples) and self._samples[-1].t >= t
+        if not ok:
+            self.check()
+        return ok
+
+    def window(self, t0: float, t1: float, *, wait: bool = True, quantity: str = "module_w") -> WindowPower | None:
+        """Power over ``[t0, t1]`` (see :func:`adn_edge.power.energy.window_power`);
+        None when this source measures nothing."""
+        if not self.measures_energy:
+            return None
+        if wait:
+            self.wait_until(t1)
+        from adn_edge.power.energy import window_power
+
+        return window_power(self.samples, t0, t1, quantity=quantity)
+
+    def __enter__(self) -> PowerSource:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.stop()
+            return
+        # Never let a cleanup complaint hide the exception (or Ctrl-C) that got us here.
+        try:
+            self.stop()
+        except AdnError:
+            pass
+
+
+def resolve_power(power: str = "auto", device: str = "cpu") -> str:
+    """The concrete source for ``--power`` given ``--device``.
+
+    ``auto`` follows the device (orin -> tegrastats, cuda -> nvml, cpu -> none); an
+    explicit choice always wins, so ``--device cpu --power tegrastats`` uses whatever
+    ``tegrastats`` is on PATH (how tests drive it, and how a Jetson CPU run is metered).
+    """
+    p = str(power).strip().lower()
+    d = str(device).strip().lower()
+    if p not in POWER_CHOICES:
+        raise AdnError(f"{power!r} is not a power source.",
+                       f"Use --power with one of: {', '.join(POWER_CHOICES)}.")
+    if d not in DEVICE_CHOICES:
+        raise AdnError(f"{device!r} is not a device kind.",
+                       f"Use --device with one of: {', '.join(DEVICE_CHOICES)}.")
+    return _AUTO[d] if p == "auto" else p
+
+
+def power_source(name: str, **opts: Any) -> PowerSource:
+    """Construct the source ``name`` (``tegrastats``, ``nvml`` or ``none``).
+
+    Options go to its constructor (``interval_ms`` for all that sample). Construction
+    checks availability (tool on PATH, library importable), so a missing meter is
+    reported before any model is loaded. ``auto`` must be resolved first with
+    :func:`resolve_power`, because only the caller knows the device.
+    """
+    key = str(name).strip().lower()
+    if key == "auto":
+        raise AdnError("power_source('auto') needs a device to resolve against.",
+                       "Call resolve_power(power, device) first and pass its result.")
+    if key not in _FACTORIES:
+        raise AdnError(f"{name!r} is not a power source.",
+                       f"Use one of: {', '.join(_FACTORIES)}.")
+    module, cls = _FACTORIES[key].split(":")
+    factory = getattr(importlib.import_module(module), cls)
+    source: PowerSource = factory(**opts)
+    return source
