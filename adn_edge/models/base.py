@@ -74,6 +74,25 @@ class ADNModel(nn.Module):
         """The sub-network ``code`` as one static module (no skip argument)."""
         return nn.Sequential(*self.static_stages(code, folder))
 
+    def residual_branch_norms(self) -> list[nn.Module]:
+        """The norms that end a residual branch (what ``zero_init_residual`` zeroes).
+
+        Random-weight tools damp them so that deep random networks stay well
+        conditioned, as trained ones are (see :mod:`adn_edge.models.random_weights`).
+        """
+        return []
+
     @property
     def num_classes(self) -> int:
         raise NotImplementedError
+
+
+class PoolLinearHead(nn.Module):
+    """Global average pool, flatten, linear: the head of every CNN family here."""
+
+    def __init__(self, fc: nn.Linear) -> None:
+        super().__init__()
+        self.fc = fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(x.mean((2, 3), keepdim=True), 1))

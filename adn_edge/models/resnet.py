@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from adn_edge.materialize import Folder
-from adn_edge.models.base import ADNModel, pick_norm
+from adn_edge.models.base import ADNModel, PoolLinearHead, pick_norm
 from adn_edge.models.registry import register_model
+
+if TYPE_CHECKING:
+    from adn_edge.materialize import Folder
 
 
 def num_mandatory(n: int) -> int:
@@ -119,17 +121,6 @@ class _StaticBlock(nn.Module):
         return torch.relu(out + identity)
 
 
-class _Head(nn.Module):
-    """Global average pool + linear, as in the official model."""
-
-    def __init__(self, fc: nn.Linear) -> None:
-        super().__init__()
-        self.fc = fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(x.mean((2, 3), keepdim=True), 1))
-
-
 class ResNetADN(ADNModel):
     """ResNet with skippable second halves of each stage.
 
@@ -180,6 +171,14 @@ class ResNetADN(ADNModel):
     def stages(self) -> list[nn.Sequential]:
         return [getattr(self, f"layer{k + 1}") for k in range(self.num_skippable_stages)]
 
+    def residual_branch_norms(self) -> list[nn.Module]:
+        norms = []
+        for stage in self.stages:
+            for blk in stage:
+                last = f"bn{len(blk.convs)}"
+                norms += [getattr(blk, n) for n in (last, last + "_skip") if hasattr(blk, n)]
+        return norms
+
     def _kept_blocks(self, k: int, skipped: bool) -> list[nn.Module]:
         blocks = list(self.stages[k])
         return blocks[: self.mandatory_counts[k]] if skipped else blocks
@@ -200,7 +199,7 @@ class ResNetADN(ADNModel):
             if k == 0:
                 mods.insert(0, nn.Sequential(folder(self.conv1, self.bn1), nn.ReLU(), self.maxpool))
             if k == len(code) - 1:
-                mods.append(_Head(self.fc))
+                mods.append(PoolLinearHead(self.fc))
             parts.append(nn.Sequential(*mods))
         return parts
 

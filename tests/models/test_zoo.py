@@ -18,6 +18,7 @@ from adn_edge import subnet
 from adn_edge.flops import arch_costs
 from adn_edge.materialize import Folder, materialize
 from adn_edge.models import create_model, get_spec, list_models
+from adn_edge.models.random_weights import calibrate_batchnorm
 from tests._util import keys_fixture, random_state_dict, rel_err, subnets_fixture
 
 OFFICIAL = list_models(official=True)
@@ -45,6 +46,7 @@ def loaded(arch: str, cache: dict):
         model = create_model(arch)
         keys = keys_fixture(arch)["keys"] if get_spec(arch).official else None
         model.load_state_dict(random_state_dict(model, seed=1, keys=keys), strict=True)
+        calibrate_batchnorm(model, get_spec(arch).input_size, seed=1, batch=4)
         cache[arch] = model.eval()
     return cache[arch]
 
@@ -97,9 +99,13 @@ def test_materialized_equals_adn_forward(arch: str, loaded_models: dict) -> None
         refs[code] = ref
         assert out.shape == ref.shape
         assert rel_err(out, ref) <= 1e-5, code
-    # Sub-networks really differ (else the comparison above could pass vacuously).
+    # The comparison above cannot pass vacuously: sub-networks really differ, and the
+    # logits depend on the input (a random net with mismatched BN statistics would not).
     first, last = refs[codes_for(arch)[0]], refs[codes_for(arch)[-1]]
     assert rel_err(first, last) > 1e-2
+    with torch.no_grad():
+        other = model(x.flip(0), skip=subnet.to_skip(codes_for(arch)[-1]))
+    assert rel_err(other, last) > 1e-2
 
 
 @pytest.mark.parametrize("arch", [a for a in OFFICIAL if a in subnets_fixture()["archs"]])

@@ -1,0 +1,308 @@
+"""The thin TensorRT-facing part of ``adn-edge build``: parse, configure, build, inspect.
+
+Every decision (which graph, which flags, whether to rebuild, what the inspector's
+JSON means) is made in plain, unit-tested Python elsewhere in this package; this
+module only translates those decisions into TensorRT 10 API calls. No GPU is
+available to CI, so it is type-checked with mypy against the published TensorRT
+stubs instead (``mypy.ini``): keep it small and keep every call in the stubs.
+
+Version notes. JetPack 6 ships TensorRT 10.3, so only API present there is used,
+or it is behind a version branch. TensorRT 11 removed the FP16/INT8 builder flags
+and the INT8 calibrator; :func:`adn_edge.build.plan.select_source` never asks for
+them on 11.x (strongly typed networks from the float16 or Q/DQ graph instead).
+
+Importing this module without TensorRT raises :class:`~adn_edge.errors.AdnError`
+with install instructions; :mod:`adn_edge.build` imports it only when building.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from adn_edge.build import trt_env
+from adn_edge.build.calibration import CalibrationPlan, CalibrationSet
+from adn_edge.build.options import BuildOptions, ProfileShapes
+from adn_edge.build.plan import BuildFailure, BuiltEngine, Environment, Job
+from adn_edge.errors import AdnError
+from adn_edge.fileio import write_bytes
+from adn_edge.runtime.cuda_layer import CudaApi, DeviceBuffer, Stream, open_cuda
+
+try:
+    import tensorrt as trt
+except ImportError as _exc:  # pragma: no cover - depends on the machine
+    raise trt_env.missing_tensorrt(_exc) from None
+
+log = logging.getLogger("adn_edge.build")
+
+
+class _Logger(trt.ILogger):
+    """Keeps TensorRT's errors and warnings so a failed build can say why."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        trt.ILogger.__init__(self)
+        self.verbose = verbose
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
+        if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+            self.errors.append(msg)
+            log.error("TensorRT: %s", msg)
+        elif severity == trt.ILogger.Severity.WARNING:
+            self.warnings.append(msg)
+            log.warning("TensorRT: %s", msg)
+        elif self.verbose:
+            log.info("TensorRT: %s", msg)
+
+    def take(self) -> tuple[list[str], list[str]]:
+        errors, warnings = self.errors, self.warnings
+        self.errors, self.warnings = [], []
+        return errors, warnings
+
+
+def _dims(shape: tuple[int, ...]) -> trt.Dims:
+    return trt.Dims(list(shape))
+
+
+def parser_errors(parser: trt.OnnxParser) -> list[str]:
+    """Every parser error, each with the ONNX node (index, name, operator) it is about."""
+    out = []
+    for i in range(parser.num_errors):
+        err: trt.ParserError = parser.get_error(i)
+        code = str(err.code()).rsplit(".", 1)[-1]
+        node = err.node()
+        if node >= 0:
+            where = f"node {node}"
+            try:
+                name, op = err.node_name(), err.node_operator()
+            except AttributeError:  # parsers older than the 10.13 stubs may lack them
+                name, op = "", ""
+            if name:
+                where += f" {name!r}"
+            if op:
+                where += f" ({op})"
+        else:
+            where = "graph"
+        out.append(f"{where}: {code}: {err.desc().strip()}")
+    return out
+
+
+class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+    """Feeds :class:`CalibrationSet` batches to TensorRT (TensorRT 10 only: 11.x has
+    no calibrator, INT8 comes from Q/DQ graphs there)."""
+
+    def __init__(self, plan: CalibrationPlan, cuda: CudaApi | None) -> None:
+        trt.IInt8EntropyCalibrator2.__init__(self)
+        self.plan = plan
+        self.cuda = cuda
+        self.data: CalibrationSet | None = plan.data
+        self.batches_fed = 0
+        self.error: BaseException | None = None
+        self._iter = iter(self.data.batches()) if self.data is not None else iter(())
+        self._buf: DeviceBuffer | None = None
+        self._stream: Stream | None = None
+        if self.data is not None and cuda is not None:
+            nbytes = int(np.prod(self.data.shape)) * 4
+            with cuda.activate():
+                self._buf = cuda.alloc(nbytes)
+                self._stream = cuda.create_stream()
+
+    def get_batch_size(self) -> int:
+        return self.data.batch_size if self.data is not None else 1
+
+    def get_batch(self, names: list[str]) -> list[int]:
+        if self._buf is None or self._stream is None or self.cuda is None:
+            return []
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            return []
+        except BaseException as exc:  # noqa: BLE001 - TensorRT would swallow it; re-raised after the build
+            self.error = exc
+            return []
+        host = np.ascontiguousarray(batch, dtype=np.float32)
+        with self.cuda.activate():
+            self.cuda.copy_htod_async(self._buf, host, self._stream)
+            self.cuda.synchronize(self._stream)
+        self.batches_fed += 1
+        return [self._buf.ptr for _ in names]
+
+    # TensorRT's documented protocol: return None when there is no usable cache.
+    def read_calibration_cache(self) -> bytes | None:
+        if self.plan.reuse_cache and self.plan.cache_path.exists():
+            return self.plan.cache_path.read_bytes()
+        return None
+
+    def write_calibration_cache(self, cache: memoryview | bytes) -> None:
+        try:
+            write_bytes(self.plan.cache_path, bytes(cache))
+        except BaseException as exc:  # noqa: BLE001 - re-raised after the build
+            self.error = exc
+
+    def release(self) -> None:
+        if self.cuda is not None:
+            with self.cuda.activate():
+                if self._buf is not None:
+                    self.cuda.free(self._buf)
+                    self._buf = None
+                if self._stream is not None:
+                    self.cuda.destroy_stream(self._stream)
+                    self._stream = None
+
+
+class TrtToolchain:
+    """One TensorRT builder, runtime and timing cache for all sub-networks of a model.
+
+    The timing cache is the point of building all 2^S sub-networks in one process:
+    they share most layer shapes, so every build after the first mostly reuses
+    measured tactics instead of timing them again.
+    """
+
+    def __init__(self, env: Environment, cuda: str = "auto", device: int = 0, verbose: bool = False) -> None:
+        self.env = env
+        self.cuda_kind = cuda
+        self.device = device
+        self.logger = _Logger(verbose)
+        self.builder = trt.Builder(self.logger)
+        self.runtime = trt.Runtime(self.logger)
+        self._cache: trt.ITimingCache | None = None
+        self._cache_bytes_seen = b""
+        self._cuda: CudaApi | None = None
+
+    # ---------------------------------------------------------------- timing cache
+
+    def load_timing_cache(self, path: Path) -> str:
+        """Load (or start) the shared timing cache; returns a line for the report."""
+        blob = path.read_bytes() if path.is_file() else b""
+        config = self.builder.create_builder_config()
+        cache = config.create_timing_cache(blob)
+        note = f"timing cache {path.name}: " + (f"reusing {len(blob)} bytes" if blob else "new")
+        if blob and not config.set_timing_cache(cache, False):
+            # Written by another TensorRT version or GPU: start over rather than mix.
+            cache = config.create_timing_cache(b"")
+            note = f"timing cache {path.name}: from another TensorRT/GPU, starting a new one"
+        self._cache = cache
+        self._cache_bytes_seen = blob
+        return note
+
+    def save_timing_cache(self, path: Path) -> None:
+        """Merge what another process wrote meanwhile, then write atomically."""
+        if self._cache is None:
+            return
+        if path.is_file():
+            disk = path.read_bytes()
+            if disk and disk != self._cache_bytes_seen:
+                other = self.builder.create_builder_config().create_timing_cache(disk)
+                if not self._cache.combine(other, False):
+                    log.warning("Timing cache %s was written for another TensorRT/GPU; overwriting it.", path)
+        blob = bytes(self._cache.serialize())
+        write_bytes(path, blob)
+        self._cache_bytes_seen = blob
+
+    # ---------------------------------------------------------------- building
+
+    def _network_flags(self, job: Job) -> int:
+        # 11.x networks are always strongly typed (and the flag may be gone); on 10.x
+        # strong typing is opt-in.
+        if job.source.strongly_typed and self.env.trt_major < 11:
+            return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        return 0
+
+    def _cuda_api(self) -> CudaApi:
+        if self._cuda is None:
+            self._cuda = open_cuda(self.cuda_kind, self.device)
+        return self._cuda
+
+    def build(self, job: Job, onnx_path: Path, onnx_bytes: bytes, options: BuildOptions,
+              profile: ProfileShapes, calibration: CalibrationPlan | None = None) -> BuiltEngine:
+        t0 = time.perf_counter()
+        self.logger.take()
+        network = self.builder.create_network(self._network_flags(job))
+        parser = trt.OnnxParser(network, self.logger)  # owns the weights: keep alive until built
+        if not parser.parse(onnx_bytes, str(onnx_path)):
+            errors = parser_errors(parser)
+            raise BuildFailure(
+                f"TensorRT {self.env.tensorrt_version}'s ONNX parser rejected {onnx_path.name} "
+                f"({len(errors)} error(s)): " + "; ".join(errors)
+                + ". Check that this TensorRT supports every operator of the graph's opset, or re-export "
+                "with another --opset.")
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        if names != [profile.input_name]:
+            raise AdnError(f"{onnx_path.name} has inputs {names}, but the manifest describes one input "
+                           f"{profile.input_name!r}.", "Re-export the model directory.")
+
+        config = self.builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+        config.builder_optimization_level = options.opt_level
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # for the precision check
+        opt_profile = self.builder.create_optimization_profile()
+        opt_profile.set_shape(profile.input_name, _dims(profile.min), _dims(profile.opt), _dims(profile.max))
+        config.add_optimization_profile(opt_profile)
+        if self._cache is not None:
+            config.set_timing_cache(self._cache, False)
+        if job.source.fp16_flag:
+            config.set_flag(trt.BuilderFlag.FP16)
+        if job.source.int8_flag:
+            config.set_flag(trt.BuilderFlag.INT8)
+
+        calibrator: _EntropyCalibrator | None = None
+        if job.source.calibrate:
+            if calibration is None:
+                raise AdnError(f"{job.engine} needs INT8 calibration data.", "Pass --calib IMAGES_DIR.")
+            needs_data = calibration.data is not None and not calibration.reuse_cache
+            calibrator = _EntropyCalibrator(calibration, self._cuda_api() if needs_data else None)
+            config.int8_calibrator = calibrator
+            # A dynamic-batch network needs a fixed-shape calibration profile, even
+            # when the scales come from the cache.
+            cal_shape = calibration.data.shape if calibration.data is not None else (
+                options.calib_batch, *profile.opt[1:])
+            cal = self.builder.create_optimization_profile()
+            cal.set_shape(profile.input_name, _dims(cal_shape), _dims(cal_shape), _dims(cal_shape))
+            config.set_calibration_profile(cal)
+        try:
+            # None on failure, although the stubs do not say so.
+            serialized: trt.IHostMemory | None = self.builder.build_serialized_network(network, config)
+        finally:
+            if calibrator is not None:
+                calibrator.release()
+        errors, warnings = self.logger.take()
+        if calibrator is not None and calibrator.error is not None:
+            raise calibrator.error
+        if serialized is None:
+            detail = "; ".join(errors[-5:]) or "no error was logged"
+            raise BuildFailure(f"TensorRT could not build {job.engine} from {onnx_path.name}: {detail}.")
+        plan = bytes(serialized)
+        seconds = time.perf_counter() - t0
+        return BuiltEngine(
+            plan=plan,
+            inspector_json=self.inspect(plan, profile),
+            seconds=seconds,
+            calibration_batches=calibrator.batches_fed if calibrator is not None else None,
+            log=tuple(warnings),
+        )
+
+    def inspect(self, plan: bytes, profile: ProfileShapes) -> str:
+        """Layer information with concrete shapes (dynamic shapes otherwise read as
+        "N/A due to dynamic shapes", with no data type)."""
+        engine: trt.ICudaEngine | None = self.runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            raise BuildFailure("TensorRT could not deserialize the engine it has just built.")
+        context: trt.IExecutionContext | None = engine.create_execution_context()
+        if context is None:
+            raise BuildFailure("TensorRT could not create an execution context to inspect the new engine.")
+        context.set_input_shape(profile.input_name, _dims(profile.opt))
+        inspector = engine.create_engine_inspector()
+        if hasattr(inspector, "execution_context"):
+            inspector.execution_context = context
+        else:  # the attribute's name in older 10.x bindings
+            setattr(inspector, "context", context)  # noqa: B010
+        return inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+
+    def close(self) -> None:
+        if self._cuda is not None:
+            self._cuda.close()
+            self._cuda = None

@@ -1,0 +1,79 @@
+"""``adn-edge build``: ONNX sub-networks -> TensorRT engines, on the device that runs them."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from adn_edge.cli.output import console, print_json, table
+
+if TYPE_CHECKING:
+    from adn_edge.build import BuildEvent
+
+
+def _reporter(quiet: bool) -> Callable[[BuildEvent], None]:
+    """Progress on stderr, a line per event: builds take minutes each and a silent
+    terminal looks hung; stdout stays clean for --json."""
+    err = console(stderr=True)
+
+    def report(ev: BuildEvent) -> None:
+        if ev.kind == "warning":
+            err.print(f"[yellow]warning:[/] {ev.message}")
+        elif not quiet and ev.kind in ("start", "built", "skipped", "info"):
+            where = f"[{ev.index}/{ev.total}] " if ev.index else ""
+            err.print(f"{where}{ev.message}")
+
+    return report
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def build(
+        directory: Path = typer.Argument(..., help="Model directory written by `adn-edge export`."),
+        subnet: list[str] = typer.Option(["all"], "--subnet", "-s", help="Code(s) to build: 1010, TFFF, super, "
+                                                                          "base or all; repeat for several."),
+        precision: str = typer.Option("fp16", "--precision", "-p", help="fp32, fp16, int8 or best (FP16+INT8)."),
+        calib: Path = typer.Option(None, "--calib", help="Folder of images for INT8 calibration (a few hundred)."),
+        timing_cache: Path = typer.Option(None, "--timing-cache", help="Timing cache shared by all builds "
+                                                                       "(default: <arch>.timing.cache in DIR)."),
+        min_batch: int = typer.Option(None, "--min-batch", help="Smallest batch the engines accept (default 1)."),
+        opt_batch: int = typer.Option(None, "--opt-batch", help="Batch the kernels are tuned for (default min)."),
+        max_batch: int = typer.Option(None, "--max-batch", help="Largest batch (default 8; sizes the buffers)."),
+        workspace_mb: int = typer.Option(1024, "--workspace-mb", help="Builder workspace limit in MiB."),
+        opt_level: int = typer.Option(3, "--opt-level", help="Builder optimisation level 0-5."),
+        force: bool = typer.Option(False, "--force", help="Rebuild even up-to-date engines."),
+        cuda: str = typer.Option("auto", "--cuda", help="CUDA binding: auto, cuda-python or pycuda."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Show TensorRT's info messages."),
+        as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    ) -> None:
+        """Build TensorRT engines for exported sub-networks (skips up-to-date ones)."""
+        from adn_edge.build import BuildFailure, build_directory
+
+        try:
+            results = build_directory(
+                directory, subnets=subnet, precision=precision, calib=calib, timing_cache=timing_cache,
+                min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb,
+                opt_level=opt_level, force=force, progress=_reporter(quiet=as_json), cuda=cuda, verbose=verbose,
+            )
+        except BuildFailure as exc:
+            # Exit 1 (a toolchain failure, not bad input) with one paragraph, no traceback.
+            # SystemExit, not typer.Exit: the app runs click with standalone_mode=False,
+            # which turns typer.Exit into a return value and loses its code.
+            sys.stderr.write(f"error: {exc.paragraph()}\n")
+            raise SystemExit(exc.exit_code) from None
+        if as_json:
+            print_json(results)
+            return
+        table(f"TensorRT engines in {directory}",
+              ["code", "precision", "status", "observed", "build s", "engine", "reason"],
+              [(r["code"], r["precision"], r["status"], r["observed"],
+                f"{r['build_seconds']:.1f}" if r["build_seconds"] is not None else "-", r["engine"],
+                r["reason"]) for r in results])
+        if results:
+            r = results[0]
+            console().print(f"TensorRT {r['tensorrt_version']} on {r['gpu']} (compute capability "
+                            f"{r['compute_capability']})")

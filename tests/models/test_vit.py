@@ -1,0 +1,206 @@
+"""ViT-B/16-ADN specifics that the registry-wide zoo tests do not see.
+
+The zoo tests check layout, strict loading, MACs/params and static == ADN forward.
+Here: which layers and norms each flag switches (against the official fixture),
+the attention against ``nn.MultiheadAttention``, the fixed input size, and ONNX
+export with a dynamic batch. Behaviour tests use a narrow model of the same class
+(identical module tree, tiny widths) so they run in milliseconds on CPU; the real
+size is checked on the meta device and by one full-size export.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from adn_edge import subnet
+from adn_edge.errors import AdnError
+from adn_edge.materialize import Folder, materialize
+from adn_edge.models import ADNModel, create_model
+from adn_edge.models.vit import SelfAttention, ViTADN
+from tests._util import keys_fixture, random_state_dict, rel_err
+
+CODES = subnet.all_codes(4)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_small_work(request: pytest.FixtureRequest):
+    """Tiny ops gain nothing from threads and, on a busy 2-core machine, lose 10-50x
+    to OpenMP barriers waiting for a descheduled thread. Full-size tests keep them."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def narrow_vit(seed: int = 0) -> ViTADN:
+    model = ViTADN(image_size=32, patch_size=8, hidden_dim=32, num_heads=4, mlp_dim=64, num_classes=10).eval()
+    model.load_state_dict(random_state_dict(model, seed=seed))
+    return model
+
+
+def executed_modules(model: nn.Module, x: torch.Tensor, code: str) -> set[str]:
+    names = {id(m): n for n, m in model.named_modules()}
+    ran: set[str] = set()
+    handles = [m.register_forward_hook(lambda mod, i, o: ran.add(names[id(mod)])) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x, skip=subnet.to_skip(code))
+    finally:
+        for h in handles:
+            h.remove()
+    return ran
+
+
+def test_each_flag_runs_the_official_layers_and_norms() -> None:
+    """Every code against the official trace (narrow model: the same module tree)."""
+    stages = keys_fixture("vit_b_16")["stages"]
+    with torch.device("meta"):
+        full = create_model("vit_b_16")
+    model = narrow_vit()
+    assert [n for n, _ in model.named_modules()] == [n for n, _ in full.named_modules()]
+    x = torch.randn(1, 3, 32, 32)
+    for code in CODES:
+        ran = executed_modules(model, x, code)
+        for k, stage in enumerate(stages):
+            skipped = code[k] == "0"
+            for blk in stage["skippable_blocks"]:
+                assert (blk in ran) != skipped, (code, blk)
+            for main, twin in stage["norm_twins"]:
+                assert (twin in ran) == skipped and (main in ran) != skipped, (code, main)
+        layers = {n for n in ran if n.count(".") == 2 and n.startswith("encoder.layers.")}
+        assert len(layers) == 12 - code.count("0"), code
+        assert {"conv_proj", "encoder", "encoder.ln", "heads.head"} <= ran
+
+
+@pytest.mark.parametrize(("param", "stage", "changes_when_skipped"), [
+    ("encoder.layers.encoder_layer_4.ln_1_skip.weight", 1, True),
+    ("encoder.layers.encoder_layer_4.ln_2.bias", 1, False),
+    ("encoder.layers.encoder_layer_5.mlp.3.weight", 1, False),  # the skippable layer of stage 1
+    ("encoder.layers.encoder_layer_9.ln_2_skip.bias", 3, True),
+    ("encoder.layers.encoder_layer_8.self_attention.in_proj_weight", 2, False),
+])
+def test_perturbing_one_tensor_changes_exactly_the_codes_that_read_it(
+        param: str, stage: int, changes_when_skipped: bool) -> None:
+    model = narrow_vit()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = {c: model(x, skip=subnet.to_skip(c)) for c in CODES}
+        model.get_parameter(param).add_(0.5)
+        after = {c: model(x, skip=subnet.to_skip(c)) for c in CODES}
+    for c in CODES:
+        reads = (c[stage] == "0") == changes_when_skipped
+        assert (not torch.equal(before[c], after[c])) == reads, c
+
+
+def test_attention_matches_torch_multihead_attention() -> None:
+    """Same parameter names, same packed q/k/v order, same arithmetic."""
+    torch.manual_seed(0)
+    ours = SelfAttention(32, 4).eval()
+    ref = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.normal_(std=0.2)
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 17, 32)
+    with torch.no_grad():
+        expected, _ = ref(x, x, x, need_weights=False)
+        assert rel_err(ours(x), expected) < 1e-6
+
+
+def test_skip_argument_semantics() -> None:
+    model = narrow_vit()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        sup = model(x, skip=[False] * 4)
+        # Omitted or None: the super-net (the official model raises TypeError for None).
+        assert torch.equal(model(x), sup) and torch.equal(model(x, skip=None), sup)
+        # Official "== True" semantics: only True-like entries skip.
+        assert torch.equal(model(x, skip=["True", 0, False, False]), sup)
+        assert torch.equal(model(x, skip=[1, 0, 0, 0]), model(x, skip=[True, False, False, False]))
+    with pytest.raises(AdnError):
+        model(x, skip=[True] * 3)
+
+
+@pytest.mark.parametrize("hw", [(192, 192), (224, 192), (256, 256)])
+def test_rejects_other_input_sizes_clearly(hw: tuple[int, int]) -> None:
+    with torch.device("meta"):
+        model = create_model("vit_b_16")
+    x = torch.zeros(1, 3, *hw, device="meta")
+    with pytest.raises(AdnError, match="224x224"):
+        model(x)
+    with pytest.raises(AdnError, match="224x224"):
+        materialize(model, "1010")(x)
+
+
+def test_static_module_holds_only_kept_layers_and_chosen_norms() -> None:
+    model = narrow_vit()
+    static = materialize(model, "1001")
+    held = {id(t) for t in static.parameters()}
+    names = {n for n, p in model.named_parameters() if id(p) in held}
+    for i in range(12):
+        stage, skippable = i // 3, i % 3 == 2
+        skipped = "1001"[stage] == "0"
+        prefix = f"encoder.layers.encoder_layer_{i}."
+        assert (prefix + "mlp.0.weight" in names) == (not (skipped and skippable)), i
+        if not skippable:
+            assert (prefix + "ln_1_skip.weight" in names) == skipped
+            assert (prefix + "ln_1.weight" in names) == (not skipped)
+    assert {"class_token", "encoder.pos_embedding", "conv_proj.weight", "encoder.ln.weight"} <= names
+
+
+def test_static_part_k_depends_only_on_flag_k() -> None:
+    """What lets the segmented export ship 2*S graphs instead of 2^S sub-networks."""
+    model = narrow_vit()
+    folder = Folder(model)
+    parts = {c: model.static_stages(c, folder) for c in CODES}
+    for k in range(4):
+        for flag in "01":
+            sigs = []
+            for c in (c for c in CODES if c[k] == flag):
+                part = parts[c][k]
+                sigs.append(([id(p) for p in part.parameters()], [b.clone() for b in part.buffers()]))
+            for ids, bufs in sigs[1:]:
+                assert ids == sigs[0][0], (k, flag)
+                assert len(bufs) == len(sigs[0][1]) and all(map(torch.equal, bufs, sigs[0][1])), (k, flag)
+
+
+def _export_and_compare(model: ADNModel, code: str, path, size: int, batches: tuple[int, ...]) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    static = materialize(model, code, Folder(model))
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.onnx.export(static, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    graph = onnx.load(str(path), load_external_data=False).graph
+    assert not {"If", "Loop"} & {n.op_type for n in graph.node}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    for n in batches:
+        xb = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            ref = model(xb, skip=subnet.to_skip(code))
+        (out,) = sess.run(["logits"], {"input": xb.numpy()})
+        assert out.shape == tuple(ref.shape)
+        assert rel_err(torch.from_numpy(out), ref) <= 1e-4, (code, n)
+
+
+@pytest.mark.parametrize("code", ["1111", "0000", "1010"])
+def test_onnx_export_dynamic_batch_matches_adn_forward(code: str, tmp_path) -> None:
+    """Exported at batch 2, run at batch 1 and 3 (narrow model: same graph, small weights)."""
+    _export_and_compare(narrow_vit(), code, tmp_path / f"vit_{code}.onnx", 32, (1, 3))
+
+
+@pytest.mark.slow
+def test_onnx_export_full_size(tmp_path) -> None:
+    """The real ViT-B/16 (fresh init; twin choice is covered by the zoo tests)."""
+    torch.manual_seed(0)
+    _export_and_compare(create_model("vit_b_16"), "0110", tmp_path / "vit_b_16_0110.onnx", 224, (1,))
