@@ -61,7 +61,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     spec = get_spec(args.arch)
-    model = randomize(create_model(args.arch), seed=0).eval()
+    model = randomize(create_model(args.arch), seed=0, input_size=spec.input_size)
     tmp = tempfile.TemporaryDirectory()
     out = args.out or Path(tmp.name)
     exporter = Exporter(model, out, {"path": None, "sha256": "random", "weights": "random"})

@@ -43,10 +43,10 @@ def register(app: typer.Typer) -> None:
                 raise AdnError("Give either a checkpoint or --random-init, not both.")
             if arch is None:
                 raise AdnError("--random-init needs --arch.")
-            from adn_edge.models import create_model
+            from adn_edge.models import create_model, get_spec
             from adn_edge.models.random_weights import randomize
 
-            model = randomize(create_model(arch, num_classes=num_classes))
+            model = randomize(create_model(arch, num_classes=num_classes), input_size=input_size or get_spec(arch).input_size)
             source = {"path": None, "sha256": "random-init", "container": "none", "weights": "random-init"}
         else:
             from adn_edge import checkpoint as ckpt_mod
