@@ -29,8 +29,17 @@ class AdnError(Exception):
         return f"{self.message} {self.hint}" if self.hint else self.message
 
 
-class ParityError(Exception):
-    """An exported graph disagrees with PyTorch beyond tolerance (exit 1: our bug or a
-    broken toolchain, not the user's input)."""
+class AdnFailure(Exception):
+    """Valid input, but the work failed in a way we can explain (exit 1).
+
+    E.g. an exported graph disagrees with PyTorch, or TensorRT refused to build. The
+    CLI prints the message without a traceback; unlike :class:`AdnError` it is not
+    something the user can fix by changing their command.
+    """
 
     exit_code = EXIT_FAILURE
+
+
+class ParityError(AdnFailure):
+    """An exported graph disagrees with PyTorch beyond tolerance (our bug or a broken
+    toolchain, not the user's input); the graph is not written."""

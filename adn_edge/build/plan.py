@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from adn_edge.build.options import PRECISIONS, BuildOptions
-from adn_edge.errors import EXIT_FAILURE, AdnError
+from adn_edge.errors import EXIT_FAILURE, AdnError, AdnFailure
 from adn_edge.fileio import sha256_file
 
 
-class BuildFailure(Exception):
+class BuildFailure(AdnFailure):
     """TensorRT could not build, or built something we refuse to publish (exit 1).
 
     Not an :class:`AdnError`: the user's input was valid; the toolchain or the GPU

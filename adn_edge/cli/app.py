@@ -15,7 +15,7 @@ import sys
 import typer
 
 from adn_edge.cli.output import fail
-from adn_edge.errors import EXIT_FAILURE, AdnError
+from adn_edge.errors import EXIT_FAILURE, AdnError, AdnFailure
 
 COMMAND_MODULES = (
     "subnets", "export", "build", "bench", "eval", "train", "info", "demo", "quantize",
@@ -57,8 +57,11 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the exit-code policy."""
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns typer.Exit's code instead of exiting.
+        rc = app(args=argv, standalone_mode=False)
     except AdnError as exc:
+        fail(exc)
+    except AdnFailure as exc:
         fail(exc)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -81,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.stderr.write("adn-edge hit an unexpected error (a bug; set ADN_EDGE_DEBUG=1 for the full traceback):\n")
         sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
-        sys.exit(EXIT_FAILURE)
-    sys.exit(0)
+        sys.exit(getattr(exc, "exit_code", EXIT_FAILURE))
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

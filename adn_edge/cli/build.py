@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,20 +50,14 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     ) -> None:
         """Build TensorRT engines for exported sub-networks (skips up-to-date ones)."""
-        from adn_edge.build import BuildFailure, build_directory
+        from adn_edge.build import build_directory
 
-        try:
-            results = build_directory(
-                directory, subnets=subnet, precision=precision, calib=calib, timing_cache=timing_cache,
-                min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb,
-                opt_level=opt_level, force=force, progress=_reporter(quiet=as_json), cuda=cuda, verbose=verbose,
-            )
-        except BuildFailure as exc:
-            # Exit 1 (a toolchain failure, not bad input) with one paragraph, no traceback.
-            # SystemExit, not typer.Exit: the app runs click with standalone_mode=False,
-            # which turns typer.Exit into a return value and loses its code.
-            sys.stderr.write(f"error: {exc.paragraph()}\n")
-            raise SystemExit(exc.exit_code) from None
+        # A BuildFailure (exit 1: the toolchain failed, not the input) is printed by the app.
+        results = build_directory(
+            directory, subnets=subnet, precision=precision, calib=calib, timing_cache=timing_cache,
+            min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb,
+            opt_level=opt_level, force=force, progress=_reporter(quiet=as_json), cuda=cuda, verbose=verbose,
+        )
         if as_json:
             print_json(results)
             return
