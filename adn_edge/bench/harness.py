@@ -1,0 +1,194 @@
+"""``adn-edge bench``: latency and energy of every sub-network, through the runtime.
+
+Sub-networks run through :class:`~adn_edge.runtime.EngineSwitcher` (``infer`` with
+a per-call sub-network), i.e. the very code a robot runs, so what is measured is
+what is deployed. Order of work, chosen so that numbers can be trusted:
+
+1. the power meter is started before anything is loaded (a missing meter fails
+   fast), and an idle baseline is taken before the first run;
+2. each sub-network is warmed up (by count and by time), then timed for at least
+   ``iterations`` calls and, when power is measured, long enough for the meter to
+   give >= 20 samples;
+3. each call is timed on the host clock around ``infer`` (inputs in, logits out:
+   copies included, as a control loop sees it);
+4. the machine state (clocks, power mode, versions) goes into the report.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adn_edge import manifest as manifest_mod
+from adn_edge.bench import report as report_mod
+from adn_edge.bench.machine import machine_state
+from adn_edge.bench.stats import CV_WARN, latency_stats
+from adn_edge.errors import AdnError
+from adn_edge.fileio import read_json
+
+DEVICES = ("orin", "cuda", "cpu")
+Iterate = Callable[[Sequence[str], str], Any]
+
+
+@dataclass
+class BenchOptions:
+    device: str = "cpu"
+    backend: str = "auto"
+    power: str = "auto"
+    subnets: Sequence[str] | str = "all"
+    precision: str | None = None
+    batch: int = 1
+    iterations: int = 100
+    """Timed calls per sub-network, at least (the issue's floor: 100 on CPU)."""
+    duration_s: float = 0.0
+    """Minimum timed seconds per sub-network (0: iterations decide)."""
+    warmup_iters: int = 10
+    warmup_s: float = 0.5
+    idle_s: float = 5.0
+    """Idle baseline length when power is measured."""
+    interval_ms: float = 50.0
+    threads: int | None = None
+    cv_threshold: float = CV_WARN
+    seed: int = 0
+
+
+def _check(opts: BenchOptions) -> None:
+    if opts.device not in DEVICES:
+        raise AdnError(f"--device must be one of {', '.join(DEVICES)}, not {opts.device!r}.")
+    for name in ("batch", "iterations"):
+        if getattr(opts, name) < 1:
+            raise AdnError(f"--{name} must be at least 1, not {getattr(opts, name)}.")
+    if opts.warmup_iters < 0 or opts.warmup_s < 0 or opts.duration_s < 0 or opts.idle_s < 0:
+        raise AdnError("Warm-up, duration and idle times must not be negative.")
+
+
+def resolve_backend(opts: BenchOptions, m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(backend name, backend options) for ``--backend`` on ``--device``.
+
+    ``auto``: on a GPU device TensorRT when the directory has engines and TensorRT
+    can run, else the torch backend on CUDA; on ``cpu`` ONNX Runtime.
+    """
+    from adn_edge.runtime import available_backends
+
+    name = opts.backend.strip().lower()
+    if name == "auto":
+        if opts.device == "cpu":
+            name = "onnxruntime"
+        else:
+            has_engines = any(e.get("engines") for e in m["subnets"].values())
+            name = "tensorrt" if has_engines and "tensorrt" in available_backends() else "torch"
+    options: dict[str, Any] = {}
+    if name == "onnxruntime":
+        options["device"] = "cpu" if opts.device == "cpu" else "cuda"
+        if opts.threads:
+            options["threads"] = opts.threads
+    elif name == "torch":
+        options["device"] = "cpu" if opts.device == "cpu" else "cuda"
+        if opts.threads:
+            options["threads"] = opts.threads
+    elif name != "tensorrt":
+        raise AdnError(f"Unknown backend {opts.backend!r}.", "Use auto, tensorrt, onnxruntime or torch.")
+    return name, options
+
+
+def time_calls(call: Callable[[], Any], iterations: int, min_s: float, warmup_iters: int,
+               warmup_s: float) -> tuple[list[float], float, float]:
+    """Warm up, then time calls; returns (per-call seconds, t_start, t_end) on perf_counter."""
+    t_end_warm = time.perf_counter() + warmup_s
+    n = 0
+    while n < warmup_iters or time.perf_counter() < t_end_warm:
+        call()
+        n += 1
+    times: list[float] = []
+    t0 = time.perf_counter()
+    deadline = t0 + min_s
+    while len(times) < iterations or time.perf_counter() < deadline:
+        a = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - a)
+    return times, t0, time.perf_counter()
+
+
+def load_accuracy(directory: Path) -> dict[str, float] | None:
+    """Top-1 per code from ``eval.json`` in the model directory, if evaluated."""
+    path = Path(directory) / "eval.json"
+    if not path.exists():
+        return None
+    data = read_json(path, "evaluation results")
+    subs = data.get("subnets", {}) if isinstance(data, dict) else {}
+    acc = {c: float(e["top1"]) for c, e in subs.items() if isinstance(e, dict) and e.get("top1") is not None}
+    return acc or None
+
+
+def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: Iterate | None = None,
+              write: bool = True) -> dict[str, Any]:
+    """Benchmark the sub-networks of a model directory; returns the report (and writes it)."""
+    from adn_edge.power import power_source, resolve_power
+    from adn_edge.power.energy import idle_baseline, min_run_seconds, per_inference
+    from adn_edge.runtime import EngineSwitcher
+
+    _check(opts)
+    directory = Path(directory)
+    m = manifest_mod.load(directory)
+    power_name = resolve_power(opts.power, opts.device)
+    source = power_source(power_name, interval_ms=opts.interval_ms) if power_name != "none" else \
+        power_source("none")
+    backend, backend_opts = resolve_backend(opts, m)
+    iterate = iterate or (lambda items, _desc: items)
+    with source:
+        t_idle0 = source.now()
+        idle = None
+        if source.measures_energy and opts.idle_s > 0:
+            time.sleep(opts.idle_s)
+            idle = idle_baseline(source.samples, t_idle0, source.now())
+        sw = EngineSwitcher.open(directory, backend=backend, subnets=opts.subnets, precision=opts.precision,
+                                 warmup=False, **backend_opts)
+        try:
+            codes = list(sw.codes)
+            shape = [opts.batch, *[int(d) for d in m["input"]["shape"][1:]]]
+            static = m["input"]["shape"][0]
+            if static is not None and static != opts.batch:
+                raise AdnError(f"The model directory was exported with a static batch of {static}, "
+                               f"but --batch {opts.batch} was asked for.", f"Use --batch {static}.")
+            x = np.random.default_rng(opts.seed).standard_normal(shape, dtype=np.float32)
+            min_s = opts.duration_s
+            if source.measures_energy:
+                min_s = max(min_s, min_run_seconds(opts.interval_ms))
+            results: dict[str, Any] = {}
+            for code in iterate(codes, f"bench {m['arch']} ({backend}, {opts.device})"):
+                times, t0, t1 = time_calls(lambda c=code: sw.infer(x, subnet=c), opts.iterations, min_s,
+                                           opts.warmup_iters, opts.warmup_s)
+                stats = latency_stats(times, batch=opts.batch, cv_threshold=opts.cv_threshold)
+                energy = None
+                window = source.window(t0, t1)
+                if window is not None:
+                    energy = per_inference(window, len(times), idle.mean_w if idle else None)
+                entry = m["subnets"].get(code, {})
+                results[code] = report_mod.subnet_result(stats, energy, skip_cfg=entry.get("skip_cfg"),
+                                                         gmacs=entry.get("gmacs"))
+            describe = sw.describe()
+        finally:
+            sw.close()
+        power = report_mod.power_block(source.describe(), idle)
+    accuracy = load_accuracy(directory)
+    if accuracy:
+        for code, entry in results.items():
+            entry["accuracy"] = accuracy.get(code)
+    device = machine_state(opts.device, threads=opts.threads)
+    report = report_mod.make_report(
+        device=device, backend=backend, batch=opts.batch, power=power, subnets=results,
+        model={"arch": m["arch"], "directory": str(directory), "num_stages": m["num_stages"],
+               "input_shape": shape, "precision": opts.precision},
+        settings={**asdict(opts), "subnets": codes}, runtime=describe,
+        timing="host wall-clock around EngineSwitcher.infer (input copy-in and logits copy-out included)",
+    )
+    if write:
+        path = report_mod.write_report(report, directory)
+        report_mod.write_csv(report, path.with_suffix(".csv"))
+    return report

@@ -1,0 +1,54 @@
+"""``adn-edge bench``: latency and energy per sub-network on Orin, CUDA GPUs or CPUs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from adn_edge.cli.output import console, print_json, progress
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def bench(
+        directory: Path = typer.Argument(..., help="Model directory written by `adn-edge export`."),
+        device: str = typer.Option(..., "--device", "-d", help="orin, cuda or cpu."),
+        backend: str = typer.Option("auto", "--backend", help="auto, tensorrt, onnxruntime or torch."),
+        power: str = typer.Option("auto", "--power", help="auto (from --device), tegrastats, nvml or none."),
+        subnet: list[str] = typer.Option(["all"], "--subnet", "-s", help="Codes to bench (default all)."),
+        precision: str = typer.Option(None, "--precision", help="Engine/graph precision (backend default)."),
+        batch: int = typer.Option(1, "--batch", help="Batch size."),
+        iterations: int = typer.Option(100, "--iterations", "-n", help="Timed calls per sub-network (at least)."),
+        duration: float = typer.Option(0.0, "--duration", help="Timed seconds per sub-network (at least)."),
+        warmup: int = typer.Option(10, "--warmup", help="Warm-up calls per sub-network (at least)."),
+        warmup_s: float = typer.Option(0.5, "--warmup-seconds", help="Warm-up seconds per sub-network (at least)."),
+        idle: float = typer.Option(5.0, "--idle-seconds", help="Idle baseline length when power is measured."),
+        interval: float = typer.Option(50.0, "--interval-ms", help="Power sampling interval."),
+        threads: int = typer.Option(None, "--threads", help="CPU threads for the backend (default: all)."),
+        plot: Path = typer.Option(None, "--plot", help="Write Pareto plots to this .png/.svg/.pdf."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    ) -> None:
+        """Measure latency (and energy, when a power source is used) of every sub-network."""
+        from adn_edge.bench import pareto, report
+        from adn_edge.bench.harness import BenchOptions, load_accuracy, run_bench
+
+        opts = BenchOptions(device=device.strip().lower(), backend=backend, power=power, subnets=subnet,
+                            precision=precision, batch=batch, iterations=iterations, duration_s=duration,
+                            warmup_iters=warmup, warmup_s=warmup_s, idle_s=idle, interval_ms=interval,
+                            threads=threads)
+        result = run_bench(directory, opts, iterate=progress)
+        if plot is not None:
+            pareto.plot(result, plot, accuracy=load_accuracy(directory))
+        if as_json:
+            print_json(result)
+            return
+        report.print_table(result)
+        c = console()
+        for code, e in result["subnets"].items():
+            if e.get("warning"):
+                c.print(f"[yellow]warning[/] {code}: {e['warning']}")
+        if not result["power"].get("measured"):
+            c.print(result["power"].get("note", report.NOT_MEASURED))
+        c.print(f"wrote {directory / report.bench_filename(result['device']['kind'])}"
+                + (f" and {plot}" if plot else ""))

@@ -1,0 +1,85 @@
+"""``adn-edge bench`` end to end on the CPU, with and without a (fake) power meter.
+
+The energy run uses a test double of ``tegrastats`` (a script on PATH replaying a
+recorded Orin Nano line at the requested interval): it exercises the orchestration,
+and its numbers are the fixture's, never a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from adn_edge.bench.harness import BenchOptions, run_bench
+from adn_edge.bench.report import validate_bench
+from adn_edge.export import export
+from adn_edge.models import create_model
+from adn_edge.models.random_weights import randomize
+from tests._util import FIXTURES, run_cli
+from tests.power.test_tegrastats_sampler import FAKE_TEGRASTATS
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("benchdir")
+    export(randomize(create_model("resnet_tiny"), input_size=32), out, ["1111", "0101", "0000"])
+    return out
+
+
+def test_cpu_bench_writes_a_valid_report_csv_and_plot(model_dir, capsys) -> None:
+    code, out, err = run_cli(["bench", model_dir, "--device", "cpu", "-n", "100", "--warmup", "2",
+                              "--warmup-seconds", "0", "--plot", model_dir / "pareto.png", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    validate_bench(report)
+    assert report["backend"] == "onnxruntime" and report["device"]["kind"] == "cpu"
+    assert report["power"]["source"] == "none" and report["power"]["measured"] is False
+    assert list(report["subnets"]) == ["1111", "0101", "0000"]
+    for e in report["subnets"].values():
+        lat = e["latency_ms"]
+        assert e["iterations"] >= 100 and 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
+        assert e["energy_mj"] is None and e["power_w"] is None
+    on_disk = json.loads((model_dir / "bench-cpu.json").read_text())
+    assert on_disk["subnets"].keys() == report["subnets"].keys()
+    assert (model_dir / "bench-cpu.csv").read_text().count("\n") >= 4
+    assert (model_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_energy_with_a_tegrastats_double(model_dir, tmp_path, monkeypatch) -> None:
+    exe = tmp_path / "bin" / "tegrastats"
+    exe.parent.mkdir()
+    exe.write_text(FAKE_TEGRASTATS.replace("{python}", sys.executable))
+    exe.chmod(0o755)
+    line = (FIXTURES / "tegrastats" / "orin_nano_jp6.txt").read_text().splitlines()[0]
+    lines = tmp_path / "lines.txt"
+    lines.write_text(line + "\n")
+    monkeypatch.setenv("FAKE_TEGRASTATS_LINES", str(lines))
+    monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")
+    opts = BenchOptions(device="cpu", power="tegrastats", subnets=["1111"], iterations=20, warmup_iters=1,
+                        warmup_s=0, idle_s=0.5, interval_ms=20)
+    report = run_bench(model_dir, opts, write=False)
+    e = report["subnets"]["1111"]
+    watts = 5.704  # VDD_IN of the replayed line: constant, so energy is power x time exactly
+    assert report["power"]["source"] == "tegrastats" and report["power"]["idle_w"] == pytest.approx(watts)
+    assert e["power_w"] == pytest.approx(watts, rel=1e-6)
+    assert e["power_samples"] >= 20
+    assert e["energy_mj"] == pytest.approx(watts * e["power_run_s"] / e["energy_inferences"] * 1000, rel=1e-3)
+    assert e["energy_above_idle_mj"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bad_inputs_exit_2(model_dir, tmp_path, capsys, monkeypatch) -> None:
+    for args, needle in (
+        (["bench", model_dir, "--device", "tpu"], "device"),
+        (["bench", model_dir, "--device", "cpu", "--batch", "0"], "--batch"),
+        (["bench", tmp_path / "nope", "--device", "cpu"], "does not exist"),
+        (["bench", model_dir, "--device", "cpu", "--subnet", "1"], "4 skippable stages"),
+        (["bench", model_dir, "--device", "cpu", "--subnet", "1010"], "not in this model directory"),
+    ):
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and needle in err.replace("\n", " "), (args, err)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no tegrastats anywhere
+    code, _, err = run_cli(["bench", model_dir, "--device", "cpu", "--power", "tegrastats"], capsys)
+    assert code == 2 and "tegrastats" in err
