@@ -51,8 +51,12 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 class Folder:
     """Folds conv+BN pairs of one parent model, once each, and names the results."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, variant: str = "") -> None:
+        """``variant`` is appended to every folded tensor's name: sub-networks whose
+        BN statistics were re-estimated individually (``export --recalibrate``) fold
+        to tensors of their own, which must not share a name with anyone else's."""
         self.model = model
+        self.variant = variant
         self.names: dict[int, str] = {id(m): n for n, m in model.named_modules()}
         self._cache: dict[tuple[int, int], nn.Conv2d] = {}
 
@@ -66,7 +70,8 @@ class Folder:
             assert isinstance(bn, nn.BatchNorm2d), f"expected BatchNorm2d, got {type(bn).__name__}"
             hit = fold_conv_bn(conv, bn)
             twin = self.name_of(bn).endswith(TWIN_SUFFIX)
-            hit.adn_source = (self.name_of(conv), SKIP_SUFFIX if twin else "")  # type: ignore[assignment]
+            suffix = (SKIP_SUFFIX if twin else "") + self.variant
+            hit.adn_source = (self.name_of(conv), suffix)  # type: ignore[assignment]
             self._cache[key] = hit
         return hit
 

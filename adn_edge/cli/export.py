@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
         static_batch: int = typer.Option(None, "--static-batch", help="Fix the batch size (default: dynamic)."),
         input_size: int = typer.Option(None, "--input-size", help="Image side (default: the architecture's)."),
         num_classes: int = typer.Option(None, "--num-classes", help="Classes (default: inferred from the head)."),
+        recalibrate: str = typer.Option(None, "--recalibrate", help="Re-estimate each sub-network's BatchNorm "
+                                        "statistics on this data before folding: 'builtin' or an ImageFolder "
+                                        "directory (its train/ split when present). Recommended for ADNs."),
+        recal_samples: int = typer.Option(512, "--recal-samples", help="Images used per sub-network."),
         random_init: bool = typer.Option(False, "--random-init", help="No checkpoint: export a randomly "
                                                                       "initialised model (for trying the pipeline)."),
         as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
@@ -53,8 +57,14 @@ def register(app: typer.Typer) -> None:
 
             model, ckpt = ckpt_mod.load(checkpoint, arch=arch, num_classes=num_classes, weights=weights)
             source = ckpt.source_record()
+        batches = None
+        if recalibrate is not None:
+            from adn_edge.train.recalibrate import batches_from_data, check_recalibratable
+
+            check_recalibratable(model)
+            batches = batches_from_data(recalibrate, model.arch, recal_samples, input_size)
         opts = ExportOptions(fp16=fp16, dynamic_batch=static_batch is None, batch=static_batch or 1,
-                             input_size=input_size)
+                             input_size=input_size, recalibration=batches, recalibration_source=recalibrate)
         out_dir = out or default_out_dir(model.arch)
         exporter = Exporter(model, out_dir, source, opts)
         codes = exporter.resolve(subnet)

@@ -42,6 +42,10 @@ class ExportOptions:
     tolerance: float = FP32_TOLERANCE
     fp16_tolerance: float = FP16_TOLERANCE
     opset: int = og.OPSET
+    recalibration: Sequence[Any] | None = None
+    """Image batches to re-estimate each sub-network's BN statistics on before folding
+    (``export --recalibrate``); None keeps the checkpoint's statistics."""
+    recalibration_source: str | None = None
 
 
 @dataclass
@@ -82,6 +86,10 @@ class Exporter:
         self.input_size = self.options.input_size or self.spec.input_size
         self.folder = Folder(model)
         self.transposes = og.TransposeIndex(model)
+        if self.options.recalibration is not None:
+            from adn_edge.train.recalibrate import check_recalibratable
+
+            check_recalibratable(model)
         self.costs = arch_costs(model.arch, model.num_classes, self.input_size)
         self._digests: dict[str, str] = {}
         self.manifest = self._open_manifest()
@@ -91,6 +99,7 @@ class Exporter:
                                    self.input_size, self.input_size]
         fresh = manifest.new(self.model.arch, self.model.num_skippable_stages, self.model.num_classes, shape,
                              list(self.spec.mean), list(self.spec.std), self.source, self.options.opset)
+        fresh["recalibration"] = self._recalibration_record()
         if not manifest.path_in(self.out_dir).exists():
             return fresh
         try:
@@ -99,7 +108,28 @@ class Exporter:
             return fresh
         same = (old["arch"] == fresh["arch"] and old["source"].get("sha256") == self.source.get("sha256")
                 and old["input"]["shape"] == fresh["input"]["shape"] and old.get("opset") == fresh["opset"])
-        return old if same else fresh
+        same = same and old.get("recalibration") == self._recalibration_record()
+        if not same:
+            return fresh
+        return old
+
+    def _recalibration_record(self) -> dict[str, Any] | None:
+        batches = self.options.recalibration
+        if batches is None:
+            return None
+        return {"data": self.options.recalibration_source, "samples": int(sum(len(b) for b in batches)),
+                "note": "BN statistics re-estimated per sub-network before folding: folded tensors are "
+                        "sub-network specific (named <tensor>@<code>), so runtimes share fewer weights"}
+
+    def _subject(self, code: str) -> tuple[ADNModel, Folder, og.TransposeIndex]:
+        """The model a sub-network is exported from, with its folder and transpose index:
+        the checkpoint's model, or a copy recalibrated for this sub-network alone."""
+        if self.options.recalibration is None:
+            return self.model, self.folder, self.transposes
+        from adn_edge.train.recalibrate import recalibrated
+
+        model = recalibrated(self.model, code, self.options.recalibration)
+        return model, Folder(model, variant=f"@{code}"), og.TransposeIndex(model)
 
     def resolve(self, specs: Sequence[str] | str | None) -> list[str]:
         return subnet.expand(specs, self.model.num_skippable_stages, self.model.arch,
@@ -114,11 +144,11 @@ class Exporter:
             manifest.save(self.out_dir, self.manifest)  # after each: a crash keeps what was verified
         return results
 
-    def _graph(self, code: str) -> onnx.ModelProto:
-        static = materialize(self.model, code, self.folder)
+    def _graph(self, code: str, model: ADNModel, folder: Folder, transposes: og.TransposeIndex) -> onnx.ModelProto:
+        static = materialize(model, code, folder)
         opts = self.options
         graph = og.trace_to_onnx(static, self.input_size, opts.dynamic_batch, opts.batch, opts.opset)
-        og.rename_initializers(graph, stable_names(static, self.folder), self.transposes)
+        og.rename_initializers(graph, stable_names(static, folder), transposes)
         cost = self.costs[code]
         og.set_metadata(graph, {
             "adn.arch": self.model.arch, "adn.subnet": code, "adn.skip_cfg": subnet.to_skip_cfg(code),
@@ -126,7 +156,7 @@ class Exporter:
             "adn.source_sha256": self.source.get("sha256", ""), "adn.version": __version__,
             "adn.num_classes": self.model.num_classes, "adn.input_size": self.input_size,
             "adn.mean": ",".join(map(str, self.spec.mean)), "adn.std": ",".join(map(str, self.spec.std)),
-            "adn.precision": "fp32",
+            "adn.precision": "fp32", "adn.recalibrated": int(opts.recalibration is not None),
         })
         counts = og.op_counts(graph)
         if counts.get("BatchNormalization"):
@@ -143,10 +173,10 @@ class Exporter:
                 raise RuntimeError(f"{code}: initializer {name!r} differs from the one of the same name "
                                    "in another sub-network (stable naming broken)")
 
-    def _verify(self, code: str, data: bytes, tolerance: float, what: str) -> Parity:
+    def _verify(self, code: str, model: ADNModel, data: bytes, tolerance: float, what: str) -> Parity:
         opts = self.options
         x = parity_inputs(self.input_size, opts.parity_samples if opts.dynamic_batch else opts.batch)
-        result = compare(onnxruntime_logits(data, x), reference_logits(self.model, code, x), tolerance)
+        result = compare(onnxruntime_logits(data, x), reference_logits(model, code, x), tolerance)
         if not result.ok:
             raise ParityError(
                 f"{self.model.arch} {code} ({what}): ONNX Runtime differs from PyTorch by relative error "
@@ -155,10 +185,11 @@ class Exporter:
 
     def export_one(self, code: str) -> ExportedSubnet:
         t0 = time.perf_counter()
-        graph = self._graph(code)
+        model, folder, transposes = self._subject(code)
+        graph = self._graph(code, model, folder, transposes)
         data = graph.SerializeToString()
         files: dict[str, str] = {}
-        parity = {"onnx": self._verify(code, data, self.options.tolerance, "fp32")}
+        parity = {"onnx": self._verify(code, model, data, self.options.tolerance, "fp32")}
         name = onnx_name(self.model.arch, code)
         write_bytes(self.out_dir / name, data)
         files["onnx"] = name
@@ -167,7 +198,7 @@ class Exporter:
             og.set_metadata(g16, {**og.metadata(graph), "adn.precision": "fp16"})
             onnx.checker.check_model(g16)
             d16 = g16.SerializeToString()
-            parity["onnx_fp16"] = self._verify(code, d16, self.options.fp16_tolerance, "fp16")
+            parity["onnx_fp16"] = self._verify(code, model, d16, self.options.fp16_tolerance, "fp16")
             name16 = onnx_name(self.model.arch, code, ".fp16")
             write_bytes(self.out_dir / name16, d16)
             files["onnx_fp16"] = name16
@@ -180,6 +211,7 @@ class Exporter:
             "files": {**entry.get("files", {}), **{k: manifest.file_record(self.out_dir, v) for k, v in files.items()}},
             "parity": {**entry.get("parity", {}), **{k: v.record() for k, v in parity.items()}},
             "graph": {"nodes": sum(counts.values()), "initializers": len(graph.graph.initializer)},
+            "recalibrated": self.options.recalibration is not None,
         })
         self.manifest["subnets"][code] = entry
         return ExportedSubnet(code, files, parity, cost.gmacs, cost.params, sum(counts.values()),
