@@ -13,12 +13,16 @@ import on a robot without torch.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from adn_edge.errors import AdnError
+from adn_edge.manifest import FILENAME
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ _BACKENDS: dict[str, BackendSpec] = {}
 def register_backend(name: str, available: Callable[[], str | None], priority: int) -> Callable[[type], type]:
     def deco(cls: type) -> type:
         _BACKENDS[name] = BackendSpec(name, cls, available, priority)
-        cls.name = name
+        cls.name = name  # type: ignore[attr-defined]
         return cls
 
     return deco
@@ -45,6 +49,61 @@ def register_backend(name: str, available: Callable[[], str | None], priority: i
 
 def backend_specs() -> dict[str, BackendSpec]:
     return dict(_BACKENDS)
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable on this machine, best (``auto``'s choice) first.
+
+    Asking each backend is cheap and imports nothing heavy: ``available`` callables
+    look for packages without importing them, so listing never pulls in torch.
+    """
+    specs = sorted(_BACKENDS.values(), key=lambda s: -s.priority)
+    return [s.name for s in specs if s.available() is None]
+
+
+def unavailable_reasons() -> dict[str, str]:
+    """Why each registered backend cannot run here (for error messages and ``describe``)."""
+    out = {}
+    for spec in _BACKENDS.values():
+        reason = spec.available()
+        if reason is not None:
+            out[spec.name] = reason
+    return out
+
+
+def read_verified(directory: str | Path, record: dict[str, Any]) -> bytes:
+    """The bytes of a manifest-listed file, checked against its sha256 as they are read.
+
+    Hashing the very bytes that are then handed to the inference library (rather than
+    hashing the file and re-reading it) leaves no window in which the file could
+    change between the check and the load, and reads each artifact once.
+    """
+    p = Path(directory) / str(record["path"])
+    try:
+        data: bytes = p.read_bytes()
+    except FileNotFoundError:
+        raise AdnError(f"{record['path']} is listed in {FILENAME} but missing from {str(directory)!r}.",
+                       "Re-export (or re-build) the model directory.") from None
+    except OSError as exc:
+        raise AdnError(f"{record['path']} in {str(directory)!r} cannot be read: {exc.strerror}.") from None
+    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        raise AdnError(
+            f"{record['path']} in {str(directory)!r} does not match the sha256 recorded in {FILENAME} "
+            "(it was modified or truncated after export).",
+            "Re-export (or re-build) it; adn-edge refuses to run a file it cannot verify.")
+    return data
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size (Linux), to measure memory sharing, not assume it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 class Backend(abc.ABC):
@@ -57,6 +116,26 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str] = "?"
+    segmented: ClassVar[bool] = False
+    """True for backends that run a sub-network as a chain of per-stage graphs
+    (``EngineSwitcher.open(..., segmented=True)``); ``auto`` never picks them otherwise."""
+    verifies_artifacts: ClassVar[bool] = False
+    """True when the backend checks every file it reads against the manifest itself
+    (with :func:`read_verified`); otherwise the switcher hashes :meth:`artifacts`
+    before constructing it, so no backend can run an unverified file."""
+
+    @classmethod
+    def artifacts(cls, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> list[dict[str, Any]]:
+        """Manifest records (``path`` + ``sha256``) of the files this backend will read.
+
+        The default is every file and engine listed for ``codes``: strict, and right
+        for any backend that does not say more precisely what it needs.
+        """
+        out = []
+        for code in codes:
+            entry = manifest["subnets"].get(code, {})
+            out += list(entry.get("files", {}).values()) + list(entry.get("engines", {}).values())
+        return out
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> None:
         self.directory = Path(directory)

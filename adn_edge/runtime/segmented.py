@@ -1,0 +1,158 @@
+"""Segmented mode: a sub-network run as a chain of per-stage graphs.
+
+The model directory's ``segments`` (written by :mod:`adn_edge.export.segments`)
+hold part k of every sub-network in its two forms, full and skipped: 2*S graphs
+instead of 2^S. Running code ``c`` chains part k in form ``c[k]`` for every k, so
+all 2^S sub-networks are available from 2*S sessions, weights shared across them
+the same way as the monolithic backend does.
+
+When to use which (``benchmarks/bench_switcher.py``, ResNet50-ADN, CPU, batch 1):
+
+* Segments cost ~1 % latency (median over the 16 sub-networks; -6 .. +16 % per
+  sub-network on a noisy shared host): a graph boundary per stage means no fusion
+  across it and one activation hand-over, small next to a ResNet stage.
+* With ONNX Runtime, monolithic graphs share their weights anyway (16 graphs:
+  198 MB resident), so segments save little (184 MB). Without weight sharing the
+  difference is the whole point: 1747 MB monolithic against 265 MB segmented.
+  The 8 segment graphs hold 163 MB of weights, 144 MB distinct (1.5x one model,
+  vs 1301 MB in the 16 monolithic graphs).
+* Segments pay off where weights cannot be shared across graphs (TensorRT engines
+  embed theirs: 2^S engines hold 2^S copies, 2*S segment engines hold ~1-2x one
+  model), where 2^S files do not fit the storage or the build time, or for
+  models with more stages (MobileNetV2-ADN: 32 sub-networks from 10 graphs).
+
+The code is read once, at the start of :meth:`run`: an inference never mixes the
+parts of two sub-networks, whatever ``switch`` does meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adn_edge.errors import AdnError
+from adn_edge.runtime.backend import Backend, read_verified, register_backend, resident_bytes
+from adn_edge.runtime.onnxruntime_backend import SessionFactory, _available, perturbation_probe, \
+    release_freed_heap, split_options
+
+KINDS = {"1": "full", "0": "skip"}
+
+
+def segments_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``segments`` record, or a clear error saying how to create it."""
+    seg = manifest.get("segments")
+    if not isinstance(seg, dict) or not seg.get("parts"):
+        raise AdnError("This model directory has no segment graphs, so it cannot run in segmented mode.",
+                       "Export them with adn_edge.export.segments.export_segments(model, DIR), "
+                       "or open the directory with segmented=False.")
+    if seg.get("schema") != 1 or len(seg["parts"]) != manifest["num_stages"]:
+        raise AdnError(f"The manifest's segments record (schema {seg.get('schema')!r}, {len(seg['parts'])} parts) "
+                       f"does not fit this adn-edge (schema 1, one part per stage: {manifest['num_stages']}).",
+                       "Re-export the segments with this version of adn-edge.")
+    return seg
+
+
+@register_backend("onnxruntime-segmented", available=_available, priority=19)
+class SegmentedOnnxRuntimeBackend(Backend):
+    """ONNX Runtime over segment graphs. Options: as the ``onnxruntime`` backend
+    (``device``, ``threads``, ``thread_pool``, ``graph_optimization``, ``prepack``,
+    ``share_weights``, ``share_arena``, ``check_sharing``); fp32 only."""
+
+    segmented = True
+    verifies_artifacts = True
+
+    @classmethod
+    def artifacts(cls, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> list[dict[str, Any]]:
+        seg = segments_record(manifest)
+        return [part["files"][kind] for part in seg["parts"] for kind in KINDS.values()]
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
+                 precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:
+        super().__init__(directory, manifest, codes)
+        if (precision or "fp32").lower() != "fp32":
+            raise AdnError(f"Segmented mode runs fp32 segment graphs; precision={precision!r} is not available.",
+                           "Open with precision='fp32' (or segmented=False for fp16 graphs).")
+        self.precision = "fp32"
+        factory_options = split_options(options, (), "onnxruntime-segmented")
+        seg = segments_record(manifest)
+        self.factory = SessionFactory(**factory_options)
+        self._chain: list[dict[str, tuple[Any, str, str]]] = []
+        self._used: list[dict[str, set[str]]] = []
+        self.file_bytes = 0
+        rss0 = resident_bytes()
+        try:
+            for part in seg["parts"]:
+                forms, used = {}, {}
+                for flag, kind in KINDS.items():
+                    rec = part["files"][kind]
+                    data = read_verified(self.directory, rec)
+                    self.file_bytes += len(data)
+                    sess, names = self.factory.session(data, rec["path"])
+                    used[flag] = set(names)
+                    del data
+                    ins = [i.name for i in sess.get_inputs()]
+                    outs = [o.name for o in sess.get_outputs()]
+                    if ins != [part["input"]] or outs != [part["output"]]:
+                        raise AdnError(f"{rec['path']} has inputs {ins} and outputs {outs}, but the manifest "
+                                       f"describes {part['input']!r} -> {part['output']!r}.",
+                                       "Re-export the segments.")
+                    forms[flag] = (sess, part["input"], part["output"])
+                self._chain.append(forms)
+                self._used.append(used)
+        except BaseException:
+            self.close()
+            raise
+        release_freed_heap()
+        rss1 = resident_bytes()
+        self.rss_open_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
+        self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
+        self.sharing_probe: dict[str, Any] | None = None
+        if check_sharing and not self.verify_sharing()["ok"]:
+            probe = self.sharing_probe
+            self.close()
+            raise AdnError(f"check_sharing: some segment sessions hold their own copy of shared weights ({probe}).")
+
+    def run(self, code: str, batch: np.ndarray) -> np.ndarray:
+        chain = self._chain
+        value = self._ortvalue(batch)
+        for k in range(len(chain)):
+            sess, in_name, out_name = chain[k][code[k]]
+            value = sess.run_with_ort_values([out_name], {in_name: value})[0]
+        out: np.ndarray = value.numpy()
+        return out
+
+    def verify_sharing(self, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """Perturbation proof (see :func:`perturbation_probe`) over whole chains of the
+        first and last open sub-networks: by default the first and last float tensors
+        that both chains use (the stem convolution and the classifier)."""
+        units = list(dict.fromkeys([self.codes[0], self.codes[-1]]))
+        if names is None:
+            arrays = self.factory.shared.arrays
+            common = set.intersection(*(self._names_of(u) for u in units))
+            ordered = [n for n in arrays if n in common and arrays[n].dtype.kind == "f"]
+            names = list(dict.fromkeys(ordered[:1] + ordered[-1:]))
+        shape = [1 if d is None else int(d) for d in self.manifest["input"]["shape"]]
+        batch = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        self.sharing_probe = perturbation_probe(self.run, units, names, self.factory.shared, batch)
+        return self.sharing_probe
+
+    def _names_of(self, code: str) -> set[str]:
+        return set().union(*(self._used[k][flag] for k, flag in enumerate(code)))
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(self.factory.describe())
+        d.update({"precision": self.precision, "segments": len(self._chain) * 2, "graph_bytes": self.file_bytes,
+                  "rss_open_bytes": self.rss_open_bytes, "sharing_probe": self.sharing_probe})
+        return d
+
+    def close(self) -> None:
+        for forms in getattr(self, "_chain", []):
+            forms.clear()
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.shared.close()
+

@@ -1,0 +1,373 @@
+"""EngineSwitcher: every sub-network resident, switched by swapping one reference.
+
+A control loop calls :meth:`EngineSwitcher.infer` at a fixed rate and, as its
+deadline, battery or temperature moves, :meth:`EngineSwitcher.switch`. At that
+moment nothing may load, allocate or wait, so everything is done in :meth:`open`:
+the manifest is validated, every artifact is checked against its sha256, every
+sub-network is made ready by the backend and run once (first-run allocations and
+lazy initialisation happen before the loop starts, not at the first switch).
+
+Thread safety (CONTRACTS.md section 5) comes from one rule: the active
+sub-network is a single string attribute, replaced atomically by ``switch`` and
+read exactly once by each ``infer``. So an inference runs wholly on the code that
+was active when it began, and ``switch`` never takes a lock that ``infer`` holds:
+it cannot wait for an inference, however long that takes. Backends that cannot
+run two inferences at once serialise them themselves (TensorRT's shared
+activation buffer) with a lock ``switch`` never sees.
+
+The only lock on the inference path guards a counter of inferences in flight, so
+that :meth:`close` can wait for them before releasing memory they are reading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adn_edge import manifest as manifest_mod
+from adn_edge import subnet
+from adn_edge.errors import AdnError
+from adn_edge.runtime.backend import Backend, BackendSpec, backend_specs, unavailable_reasons
+
+_IMPORT_PROBLEMS: dict[str, str] = {}
+"""Backends whose module failed to import (filled by ``adn_edge.runtime``)."""
+
+
+def _spec_for(backend: str, segmented: bool) -> BackendSpec:
+    specs = backend_specs()
+    name = str(backend).strip().lower()
+    if name == "auto":
+        ordered = sorted((s for s in specs.values() if bool(getattr(s.factory, "segmented", False)) == segmented),
+                         key=lambda s: -s.priority)
+        reasons = {}
+        for spec in ordered:
+            why = spec.available()
+            if why is None:
+                return spec
+            reasons[spec.name] = why
+        reasons.update(_IMPORT_PROBLEMS)
+        detail = "; ".join(f"{k}: {v}" for k, v in reasons.items()) or "none is registered"
+        raise AdnError(f"No {'segmented ' if segmented else ''}inference backend can run here ({detail}).",
+                       "pip install onnxruntime (the portable one), or TensorRT on an NVIDIA device.")
+    if segmented and not name.endswith("-segmented"):
+        name += "-segmented"
+    found = specs.get(name)
+    if found is None:
+        base = name.removesuffix("-segmented")
+        if segmented and base in specs:
+            modes = ", ".join(sorted(n.removesuffix("-segmented") for n, s in specs.items()
+                                     if getattr(s.factory, "segmented", False)))
+            raise AdnError(f"The {base} backend has no segmented mode (segmented mode runs on: {modes}).",
+                           "Use backend='onnxruntime' with segmented=True, or segmented=False.")
+        if base in _IMPORT_PROBLEMS:
+            raise AdnError(f"The {base} backend cannot be loaded: {_IMPORT_PROBLEMS[base]}.")
+        known = ", ".join(["auto", *sorted(n for n in specs if not n.endswith("-segmented"))])
+        raise AdnError(f"Unknown backend {backend!r}.", f"Choose one of: {known}.")
+    spec = found
+    why = spec.available()
+    if why is not None:
+        raise AdnError(f"The {spec.name} backend cannot run here: {why}",
+                       "Pick another with backend=... (backend='auto' chooses the best available).")
+    return spec
+
+
+def _closed_error() -> AdnError:
+    return AdnError("This EngineSwitcher is closed: its engines were released.",
+                    "Open the model directory again with EngineSwitcher.open(DIR).")
+
+
+class EngineSwitcher:
+    """Holds every requested sub-network of one model directory ready to run.
+
+    Create it with :meth:`open`. ``switch`` and ``infer`` may be called from any
+    threads; ``close`` (or leaving a ``with`` block) releases everything after the
+    inferences in flight have finished.
+    """
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], backend: Backend, codes: Sequence[str],
+                 *, opened_s: float = 0.0, segmented: bool = False) -> None:
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self._backend: Backend | None = backend
+        self.backend_name = backend.name
+        self.codes: tuple[str, ...] = tuple(codes)
+        self.segmented = segmented
+        self.arch = str(manifest["arch"])
+        self.num_stages = int(manifest["num_stages"])
+        spec = manifest["input"]
+        shape = list(spec["shape"])
+        self.input_name = spec.get("name", "input")
+        self._chw = tuple(int(d) for d in shape[1:])
+        self._static_batch = None if shape[0] is None else int(shape[0])
+        self._opened_s = opened_s
+        self._aliases: dict[str, str] = {}
+        for code in self.codes:
+            for spelling in (code, subnet.to_skip_cfg(code), subnet.to_skip_cfg(code).lower()):
+                self._aliases[spelling] = code
+        for word, code in (("super", subnet.super_code(self.num_stages)), ("base", subnet.base_code(self.num_stages))):
+            if code in self.codes:
+                self._aliases[word] = code
+        self._active: str = self.codes[0]
+        self._closed = False
+        self._flight_lock = threading.Lock()
+        self._idle = threading.Condition(self._flight_lock)
+        self._in_flight = 0
+        self._policy: Any = None
+
+    # ------------------------------------------------------------------ open
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], backend: str = "auto", subnets: str | Sequence[str] = "all",
+             precision: str | None = None, *, segmented: bool = False, warmup: bool = True,
+             **options: Any) -> EngineSwitcher:
+        """Load every requested sub-network of ``directory`` and return a ready switcher.
+
+        ``backend``: ``auto`` (TensorRT if usable, else ONNX Runtime, else torch),
+        ``tensorrt``, ``onnxruntime`` or ``torch``. ``subnets``: ``all`` (every
+        sub-network the directory holds) or codes in any accepted spelling; the
+        first is active after open. ``precision``: which graphs/engines to load
+        (backend default when None). ``segmented``: run each sub-network as a chain
+        of per-stage graphs (see :mod:`adn_edge.runtime.segmented`). Other keyword
+        options go to the backend (each backend's docstring lists them; unknown
+        ones are refused).
+        """
+        t0 = time.perf_counter()
+        directory = Path(directory)
+        m = manifest_mod.load(directory)
+        codes = cls._codes(m, subnets, segmented)
+        spec = _spec_for(backend, segmented)
+        factory: Any = spec.factory
+        if not getattr(factory, "verifies_artifacts", False):
+            for record in factory.artifacts(m, codes, precision=precision, **options):
+                manifest_mod.verify_file(directory, record)
+        instance: Backend = factory(directory, m, codes, precision=precision, **options)
+        try:
+            sw = cls(directory, m, instance, codes, segmented=segmented)
+            if warmup:
+                sw.warmup()
+        except BaseException:
+            instance.close()
+            raise
+        sw._opened_s = time.perf_counter() - t0
+        return sw
+
+    @staticmethod
+    def _codes(m: dict[str, Any], subnets: str | Sequence[str], segmented: bool) -> list[str]:
+        n = int(m["num_stages"])
+        if segmented:
+            from adn_edge.runtime.segmented import segments_record
+
+            seg = segments_record(m)
+            have = set(subnet.all_codes(n))
+            gmacs = {c: e.get("gmacs", 0.0) for c, e in seg.get("subnets", {}).items()}
+        else:
+            have = set(m["subnets"])
+            gmacs = {c: e.get("gmacs", 0.0) for c, e in m["subnets"].items()}
+        specs = [subnets] if isinstance(subnets, str) else list(subnets)
+        wants_all = any(part.strip().lower() == "all" for s in specs for part in str(s).split(","))
+        codes = subnet.expand(specs, n, m["arch"], cost=lambda c: gmacs.get(c) or 0.0)
+        if wants_all:
+            codes = [c for c in codes if c in have]
+        for code in codes:
+            if code not in have:
+                manifest_mod.subnet(m, code)  # raises the "not in this directory" error
+        if not codes:
+            raise AdnError(f"{m['arch']} model directory holds no sub-network to open.",
+                           "Export some with `adn-edge export CHECKPOINT --arch ARCH --subnet all`.")
+        return codes
+
+    def warmup(self) -> None:
+        """Run every sub-network once, so first-run costs are paid now, not at a switch."""
+        batch = np.zeros((self._static_batch or 1, *self._chw), dtype=np.float32)
+        backend = self._require_open()
+        for code in self.codes:
+            backend.warmup(code, batch)
+
+    # ------------------------------------------------------------------ switching
+
+    @property
+    def active(self) -> str:
+        """The canonical code the next ``infer`` will run."""
+        return self._active
+
+    def canonical(self, code: str) -> str:
+        """``code`` in any accepted spelling -> its canonical form, if it is open here."""
+        hit = self._aliases.get(code) if isinstance(code, str) else None
+        if hit is not None:
+            return hit
+        if not isinstance(code, str):
+            raise AdnError(f"A sub-network code is a string such as {subnet.examples(self.num_stages)[0]!r}, "
+                           f"not {type(code).__name__}.")
+        canon = subnet.parse_code(code, self.num_stages, self.arch)
+        if canon not in self.codes:
+            raise AdnError(f"Sub-network {canon} is not open in this switcher (open: {', '.join(self.codes)}).",
+                           f"Open it: EngineSwitcher.open(DIR, subnets=[..., {canon!r}]) or subnets='all'.")
+        if len(self._aliases) < 4096:
+            self._aliases[code] = canon
+        return canon
+
+    def switch(self, code: str) -> str:
+        """Make ``code`` the sub-network of every ``infer`` that starts from now on.
+
+        Takes microseconds, allocates nothing of note and never waits for a running
+        inference (which finishes on the code it began with). A bad code raises
+        :class:`AdnError` and leaves the previous sub-network active.
+        """
+        canon = self.canonical(code)
+        if self._closed:
+            raise _closed_error()
+        self._active = canon
+        return canon
+
+    @contextlib.contextmanager
+    def using(self, code: str) -> Iterator[str]:
+        """Run a block on ``code``, then restore the sub-network active before it.
+
+        The switch is global (other threads' inferences see it too) and the restore
+        overwrites any switch made by another thread inside the block.
+        """
+        previous = self._active
+        canon = self.switch(code)
+        try:
+            yield canon
+        finally:
+            if not self._closed:
+                self._active = previous
+
+    # ------------------------------------------------------------------ inference
+
+    @property
+    def engine(self) -> Backend:
+        """The backend object (for its own diagnostics, e.g. ``verify_sharing``)."""
+        return self._require_open()
+
+    def _require_open(self) -> Backend:
+        backend = self._backend
+        if backend is None or self._closed:
+            raise _closed_error()
+        return backend
+
+    def _check(self, batch: Any) -> np.ndarray:
+        if not isinstance(batch, np.ndarray):
+            raise AdnError(f"infer takes a numpy array (float32, NCHW), not {type(batch).__name__}.",
+                           "Convert with np.asarray(x, dtype=np.float32).")
+        if batch.dtype != np.float32:
+            raise AdnError(f"infer takes float32 input, not {batch.dtype}.",
+                           "Normalise with the manifest's mean/std and convert with batch.astype(np.float32).")
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self._chw or batch.shape[0] < 1:
+            want = f"({self._static_batch or 'N'}, {', '.join(map(str, self._chw))})"
+            raise AdnError(f"infer got an input of shape {tuple(batch.shape)}, but {self.arch} in this directory takes "
+                           f"{want} (NCHW).", "Resize/transpose the image batch to that shape.")
+        if self._static_batch is not None and batch.shape[0] != self._static_batch:
+            raise AdnError(f"These graphs were exported with a static batch of {self._static_batch}, "
+                           f"but the input has batch {batch.shape[0]}.", "Re-export with a dynamic batch.")
+        if not batch.flags.c_contiguous:
+            return np.ascontiguousarray(batch)
+        return batch
+
+    def infer_tagged(self, batch: np.ndarray, subnet: str | None = None) -> tuple[str, np.ndarray]:
+        """Like :meth:`infer`, and also says which sub-network produced the logits."""
+        code = self._active if subnet is None else self.canonical(subnet)  # read once: this call's sub-network
+        batch = self._check(batch)
+        with self._flight_lock:
+            if self._closed:
+                raise _closed_error()
+            self._in_flight += 1
+            backend = self._backend
+        try:
+            assert backend is not None
+            return code, backend.run(code, batch)
+        finally:
+            with self._flight_lock:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.notify_all()
+
+    def infer(self, batch: np.ndarray, subnet: str | None = None) -> np.ndarray:
+        """Logits (float32 ``[N, num_classes]``) of the active sub-network for a float32
+        NCHW batch, normalised as in training; ``subnet`` runs another open one for
+        this call only, without switching."""
+        return self.infer_tagged(batch, subnet)[1]
+
+    # ------------------------------------------------------------------ policies
+
+    @property
+    def policy(self) -> Any:
+        """The :class:`~adn_edge.runtime.policies.Policy` over the open sub-networks,
+        read from the directory's bench/eval results (once; ``reload_policy`` re-reads)."""
+        if self._policy is None:
+            self.reload_policy()
+        return self._policy
+
+    def reload_policy(self, **kwargs: Any) -> Any:
+        from adn_edge.runtime.policies import Policy
+
+        self._policy = Policy.from_directory(self.directory, self.manifest, self.codes,
+                                             backend=self.backend_name, **kwargs)
+        return self._policy
+
+    def fastest_within(self, latency_ms: float, **kwargs: Any) -> str:
+        """The most accurate open sub-network whose benchmarked latency fits ``latency_ms``
+        (see :mod:`adn_edge.runtime.policies`); it does not switch."""
+        return str(self.policy.fastest_within(latency_ms, **kwargs))
+
+    def most_accurate_within(self, latency_ms: float | None = None, energy_mj: float | None = None,
+                             **kwargs: Any) -> str:
+        return str(self.policy.most_accurate_within(latency_ms=latency_ms, energy_mj=energy_mj, **kwargs))
+
+    def pareto(self) -> list[str]:
+        return list(self.policy.ladder())
+
+    # ------------------------------------------------------------------ life cycle
+
+    def describe(self) -> dict[str, Any]:
+        backend = self._backend
+        return {"directory": str(self.directory), "arch": self.arch, "backend": self.backend_name,
+                "segmented": self.segmented, "subnets": list(self.codes), "active": self._active,
+                "input": {"name": self.input_name, "shape": [self._static_batch, *self._chw],
+                          "mean": self.manifest["input"].get("mean"), "std": self.manifest["input"].get("std")},
+                "num_classes": self.manifest["num_classes"], "opened_s": round(self._opened_s, 3),
+                "closed": self._closed, "engine": backend.describe() if backend is not None else None}
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new inferences, wait for those in flight, release the backend. Idempotent.
+
+        With a ``timeout`` that expires first, nothing is released (the running
+        inferences read that memory) and RuntimeError says so; call again later.
+        """
+        with self._flight_lock:
+            if self._backend is None:
+                return
+            self._closed = True
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout):
+                raise RuntimeError(f"{self._in_flight} inference(s) still running after {timeout} s; "
+                                   "the backend was not released")
+            backend, self._backend = self._backend, None
+        backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> EngineSwitcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"active={self._active}"
+        return (f"EngineSwitcher({self.arch}, backend={self.backend_name}, {len(self.codes)} sub-networks, "
+                f"{state})")
+
+
+def backend_problems() -> dict[str, str]:
+    """Every registered backend that cannot run here, and why (plus import failures)."""
+    return {**unavailable_reasons(), **_IMPORT_PROBLEMS}

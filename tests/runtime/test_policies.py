@@ -1,0 +1,144 @@
+"""Choosing sub-networks from bench/eval results in the model directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from adn_edge import subnet
+from adn_edge.errors import AdnError
+from adn_edge.runtime import EngineSwitcher, Policy, pareto
+from tests.runtime._helpers import CODES
+
+
+def bench_report(latency: dict[str, float], energy: dict[str, float] | None = None, backend: str = "onnxruntime",
+                 device: str = "cpu") -> dict:
+    subnets = {}
+    for code, ms in latency.items():
+        e = None if energy is None else energy[code]
+        subnets[code] = {"latency_ms": {"mean": ms * 0.9, "p50": ms * 0.9, "p90": ms * 0.95, "p99": ms,
+                                        "min": ms * 0.8, "max": ms * 1.2},
+                         "throughput_ips": 1000 / ms, "iterations": 100, "power_w": None if e is None else 5.0,
+                         "energy_mj": e, "energy_above_idle_mj": None, "power_samples": None}
+    return {"schema": 1, "device": {"kind": device, "name": "test", "power_mode": None}, "backend": backend,
+            "batch": 1, "power": {"source": "none"}, "subnets": subnets}
+
+
+def cost(code: str) -> float:
+    """A latency model: stage k costs 1 + k when it runs full, half of that skipped."""
+    return sum((1 + k) * (1.0 if c == "1" else 0.5) for k, c in enumerate(code))
+
+
+@pytest.fixture()
+def pdir(model_dir, tmp_path):
+    """Only the manifest: policies read nothing else."""
+    d = tmp_path / "m"
+    d.mkdir()
+    shutil.copy(model_dir / "manifest.json", d)
+    return d
+
+
+def write(d, name, obj):
+    (d / name).write_text(json.dumps(obj))
+
+
+def test_pareto_front():
+    points = {"a": [1.0], "b": [2.0], "c": [3.0], "d": [2.5]}
+    quality = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 1.5}  # d is slower than b and worse: dominated
+    assert pareto(points, quality) == ["a", "b", "c"]
+    assert pareto({"a": [1.0, 5.0], "b": [2.0, 1.0]}, {"a": 1.0, "b": 1.0}) == ["a", "b"]  # trade-off in 2 costs
+
+
+def test_no_bench_results_is_a_clear_error(pdir):
+    p = Policy.from_directory(pdir)
+    with pytest.raises(AdnError, match="adn-edge bench"):
+        p.fastest_within(10.0)
+    assert p.most_accurate_within() == "1111"  # no budget: the most accurate (by GMACs) of all
+    assert p.quality_by == "gmacs"
+    assert p.ladder()[0] == "0000" and p.ladder()[-1] == "1111"
+
+
+def test_gmacs_order_without_accuracy(pdir):
+    write(pdir, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}))
+    p = Policy.from_directory(pdir)
+    assert p.sources["quality"] == "gmacs"
+    for budget in (5.0, 6.0, 7.5, 10.0, 100.0):
+        got = p.fastest_within(budget)
+        fits = [c for c in CODES if cost(c) <= budget]
+        assert cost(got) <= budget
+        assert p.candidates[got].gmacs == max(p.candidates[c].gmacs for c in fits)
+    assert p.fastest_within(100.0) == "1111"
+    assert p.fastest_within(1.0) == "0000"  # nothing fits: the fastest
+    with pytest.raises(AdnError, match="No sub-network fits latency <= 1 ms; the closest is 0000"):
+        p.fastest_within(1.0, strict=True)
+
+
+def test_accuracy_overrides_gmacs(pdir):
+    write(pdir, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}))
+    # make deep early stages worthless and the last stage precious, against GMACs order
+    acc = {subnet.to_skip_cfg(c): {"top1": 50 + 10 * int(c[3]) + int(c[0]), "top5": 90, "samples": 100}
+           for c in CODES}
+    write(pdir, "eval.json", {"schema": 1, "dataset": "test", "subnets": acc})
+    p = Policy.from_directory(pdir)
+    assert p.sources["quality"] == "accuracy" and p.sources["eval"].endswith("eval.json")
+    got = p.fastest_within(7.0)
+    assert got.endswith("1") and cost(got) <= 7.0
+    assert p.candidates[got].accuracy == max(p.candidates[c].accuracy for c in CODES if cost(c) <= 7.0)
+    # every choice is Pareto-optimal
+    front = p.pareto()
+    assert got in front and "1110" not in front  # 1110 is slower than 0001 and less accurate
+
+
+def test_energy_budget(pdir):
+    lat = {c: cost(c) for c in CODES}
+    write(pdir, "bench-cpu.json", bench_report(lat))
+    p = Policy.from_directory(pdir)
+    with pytest.raises(AdnError, match="No energy measurements"):
+        p.most_accurate_within(energy_mj=10)
+    energy = {c: 3.0 * cost(c) for c in CODES}
+    energy["1111"] = 1.0  # pretend the super-net is frugal
+    write(pdir, "bench-orin.json", bench_report(lat, energy, backend="tensorrt", device="orin"))
+    p = Policy.from_directory(pdir, device="orin")
+    assert p.most_accurate_within(energy_mj=2.0) == "1111"
+    assert p.most_accurate_within(latency_ms=6.0, energy_mj=100.0) != "1111"
+    with pytest.raises(AdnError, match="has no bench-jetson.json"):
+        Policy.from_directory(pdir, device="jetson")
+
+
+def test_bench_file_follows_backend(pdir):
+    write(pdir, "bench-cpu.json", bench_report({c: 1.0 for c in CODES}, backend="onnxruntime"))
+    write(pdir, "bench-cuda.json", bench_report({c: 2.0 for c in CODES}, backend="torch"))
+    os.utime(pdir / "bench-cpu.json", (1, 1))  # older, but it is the onnxruntime one
+    assert Policy.from_directory(pdir, backend="onnxruntime").sources["bench"].endswith("bench-cpu.json")
+    assert Policy.from_directory(pdir, backend="torch").sources["bench"].endswith("bench-cuda.json")
+    assert Policy.from_directory(pdir).sources["bench"].endswith("bench-cuda.json")  # newest
+
+
+def test_bad_result_files(pdir):
+    write(pdir, "eval.json", {"dataset": "x", "subnets": {}})
+    with pytest.raises(AdnError, match="not an evaluation result of schema 1"):
+        Policy.from_directory(pdir)
+    (pdir / "eval.json").unlink()
+    write(pdir, "bench-cpu.json", {"schema": 2, "subnets": {}})
+    with pytest.raises(AdnError, match="not an adn-edge benchmark report of schema 1"):
+        Policy.from_directory(pdir)
+    write(pdir, "bench-cpu.json", bench_report({c: 1.0 for c in CODES}))
+    with pytest.raises(AdnError, match="stat must be one of"):
+        Policy.from_directory(pdir, stat="p42")
+    with pytest.raises(AdnError, match="budget must be positive"):
+        Policy.from_directory(pdir).fastest_within(0)
+
+
+def test_switcher_policy_methods(model_dir, tmp_path):
+    d = tmp_path / "d"
+    shutil.copytree(model_dir, d, ignore=shutil.ignore_patterns("*seg*"))
+    write(d, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}))
+    with EngineSwitcher.open(d, subnets=["1111", "1010", "0000"], threads=1) as sw:
+        assert set(sw.policy.candidates) == {"1111", "1010", "0000"}  # only what is open
+        assert sw.fastest_within(latency_ms=100) == "1111"
+        assert sw.fastest_within(latency_ms=cost("1010")) == "1010"
+        assert sw.most_accurate_within(latency_ms=cost("1010") - 0.01) == "0000"
+        assert sw.pareto() == ["0000", "1010", "1111"]
