@@ -80,6 +80,8 @@ class TensorRTBackend(Backend):
     index), ``cuda_graphs`` (capture one CUDA graph per sub-network at
     ``graph_batch``; other batch sizes run without)."""
 
+    verifies_artifacts = True  # every engine is read through manifest.verify_file below
+
     def __init__(
         self,
         directory: Path,
