@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from adn_edge import __version__
@@ -128,6 +129,30 @@ def subnet(data: dict[str, Any], code: str) -> dict[str, Any]:
         have = ", ".join(sorted(data["subnets"], reverse=True)) or "none"
         raise AdnError(f"Sub-network {code} is not in this model directory (it holds: {have}).",
                        f"Export it with `adn-edge export ... --subnet {code}`.") from None
+
+
+def resolve_codes(data: dict[str, Any], subnets: str | Iterable[str] | None,
+                  present: dict[str, Any] | None = None) -> list[str]:
+    """The canonical codes a command should work on, in a model directory.
+
+    ``None``/``all`` = every sub-network the directory holds (``present``, default its
+    ``subnets``), super-net first, then by descending GMACs; explicit codes, in any
+    accepted spelling, must be present (the error names what is).
+    """
+    from adn_edge import subnet as subnet_mod
+
+    present = data["subnets"] if present is None else present
+    if not present:
+        raise AdnError(f"The model directory lists no exported sub-network ({data['arch']}).",
+                       "Export some with `adn-edge export CHECKPOINT --arch ARCH --subnet all --out DIR`.")
+    codes = subnet_mod.expand(subnets, int(data["num_stages"]), str(data["arch"]),
+                              cost=lambda c: float((present.get(c) or {}).get("gmacs") or 0.0), available=present)
+    for code in codes:
+        if code not in present:
+            subnet({"subnets": present}, code)  # raises: names what the directory holds
+    if not codes:
+        raise AdnError("No sub-network was given.", "Use e.g. --subnet all.")
+    return codes
 
 
 def verify_file(directory: str | os.PathLike[str], record: dict[str, Any]) -> Path:

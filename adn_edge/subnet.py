@@ -9,7 +9,7 @@ everything is normalised here, once, so that no other module sees another spelli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from adn_edge.errors import AdnError
 
@@ -70,12 +70,14 @@ def expand(
     num_stages: int,
     arch: str | None = None,
     cost: Callable[[str], float] | None = None,
+    available: Collection[str] | None = None,
 ) -> list[str]:
     """Normalise a list of spellings (``all`` included) to unique canonical codes.
 
-    ``all`` yields every sub-network, super-net first, then by descending ``cost``
-    (GMACs, when given) so that long runs show the expensive networks first. Explicit
-    codes keep the user's order; duplicates are dropped.
+    ``all`` yields every sub-network (only those in ``available``, when given),
+    super-net first, then by descending ``cost`` (GMACs, when given) so that long runs
+    show the expensive networks first. Explicit codes keep the user's order;
+    duplicates are dropped.
     """
     if specs is None:
         specs = ["all"]
@@ -88,7 +90,7 @@ def expand(
             if not part:
                 continue
             if part.lower() == "all":
-                codes = ordered_all(num_stages, cost)
+                codes = [c for c in ordered_all(num_stages, cost) if available is None or c in available]
             else:
                 codes = [parse_code(part, num_stages, arch)]
             out.extend(c for c in codes if c not in out)

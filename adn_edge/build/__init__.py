@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adn_edge import manifest as manifest_mod
-from adn_edge import subnet as subnet_mod
 from adn_edge.build.calibration import CalibrationPlan, CalibrationSet, Preprocess
 from adn_edge.build.options import (
     DEFAULT_WORKSPACE_MB, PRECISIONS, BuildOptions, ProfileShapes, make_options, profile_shapes, static_batch,
@@ -76,32 +75,7 @@ class Toolchain(Protocol):
 def resolve_codes(data: Mapping[str, Any], subnets: str | Iterable[str] | None) -> list[str]:
     """Canonical codes to build: ``None``/``all`` = every exported sub-network (super-net
     first, then by descending GMACs); explicit codes must have been exported."""
-    arch, stages = str(data["arch"]), int(data["num_stages"])
-    exported = data["subnets"]
-    if not exported:
-        raise AdnError(f"The model directory lists no exported sub-network ({arch}).",
-                       "Export some with `adn-edge export CHECKPOINT --arch ARCH --subnet all --out DIR`.")
-
-    def cost(code: str) -> float:
-        return float((exported.get(code) or {}).get("gmacs") or 0.0)
-
-    specs = ["all"] if subnets is None else [subnets] if isinstance(subnets, str) else list(subnets)
-    codes: list[str] = []
-    for spec in specs:
-        for part in str(spec).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if part.lower() == "all":
-                new = [c for c in subnet_mod.ordered_all(stages, cost) if c in exported]
-            else:
-                code = subnet_mod.parse_code(part, stages, arch)
-                manifest_mod.subnet(dict(data), code)  # AdnError naming what is exported
-                new = [code]
-            codes.extend(c for c in new if c not in codes)
-    if not codes:
-        raise AdnError("No sub-network was given.", "Use e.g. --subnet all.")
-    return codes
+    return manifest_mod.resolve_codes(dict(data), subnets)
 
 
 def _real_toolchain(cuda: str, device: int, verbose: bool) -> Toolchain:

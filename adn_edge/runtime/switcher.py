@@ -160,28 +160,13 @@ class EngineSwitcher:
 
     @staticmethod
     def _codes(m: dict[str, Any], subnets: str | Sequence[str], segmented: bool) -> list[str]:
-        n = int(m["num_stages"])
-        if segmented:
+        present = None
+        if segmented:  # segments chain into every sub-network
             from adn_edge.runtime.segmented import segments_record
 
-            seg = segments_record(m)
-            have = set(subnet.all_codes(n))
-            gmacs = {c: e.get("gmacs", 0.0) for c, e in seg.get("subnets", {}).items()}
-        else:
-            have = set(m["subnets"])
-            gmacs = {c: e.get("gmacs", 0.0) for c, e in m["subnets"].items()}
-        specs = [subnets] if isinstance(subnets, str) else list(subnets)
-        wants_all = any(part.strip().lower() == "all" for s in specs for part in str(s).split(","))
-        codes = subnet.expand(specs, n, m["arch"], cost=lambda c: gmacs.get(c) or 0.0)
-        if wants_all:
-            codes = [c for c in codes if c in have]
-        for code in codes:
-            if code not in have:
-                manifest_mod.subnet(m, code)  # raises the "not in this directory" error
-        if not codes:
-            raise AdnError(f"{m['arch']} model directory holds no sub-network to open.",
-                           "Export some with `adn-edge export CHECKPOINT --arch ARCH --subnet all`.")
-        return codes
+            seg = segments_record(m).get("subnets", {})
+            present = {c: seg.get(c, {}) for c in subnet.all_codes(int(m["num_stages"]))}
+        return manifest_mod.resolve_codes(m, subnets, present)
 
     def warmup(self) -> None:
         """Run every sub-network once, so first-run costs are paid now, not at a switch."""
