@@ -10,7 +10,8 @@ Weights: ``random_state_dict`` alone makes this network almost input-independent
 until the BN biases dominate; two different inputs give logits within ~1e-7 relative),
 so an error in the early layers would hide below any float tolerance. The tests here
 therefore recalibrate every BN's running statistics on a batch (main norms on the
-super-net, twins on the base-net), which keeps each layer's output at unit scale.
+super-net, twins on the base-net) and damp the residual branches, as
+``adn_edge.models.random_weights.calibrate_batchnorm`` does for every family.
 """
 
 from __future__ import annotations
@@ -19,14 +20,12 @@ import pytest
 import torch
 from torch import nn
 
-# First: adn_edge.materialize imported before the models package hits the circular
-# import in models/resnet.py (it imports materialize.Folder at run time).
-import adn_edge.models  # noqa: F401,I001
 from adn_edge import subnet
 from adn_edge.errors import AdnError
 from adn_edge.materialize import Folder, materialize, stable_names
 from adn_edge.models import create_model
 from adn_edge.models.mobilenetv2 import MobileNetV2ADN
+from adn_edge.models.random_weights import calibrate_batchnorm
 from tests._util import keys_fixture, random_state_dict, rel_err
 
 ARCH = "mobilenet_v2"
@@ -44,17 +43,7 @@ def _calibrated(seed: int) -> MobileNetV2ADN:
     m = create_model(ARCH)
     assert isinstance(m, MobileNetV2ADN)
     m.load_state_dict(random_state_dict(m, seed=seed, keys=keys_fixture(ARCH)["keys"]), strict=True)
-    bns = [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]
-    for b in bns:
-        b.reset_running_stats()
-        b.momentum = None  # cumulative average: after one batch, exactly its statistics
-    xb = _x(SMALL, n=16, seed=99)
-    m.train()
-    with torch.no_grad():
-        m(xb, skip=[False] * 5)  # main norms and skippable blocks
-        m(xb, skip=[True] * 5)  # twins
-    for b in bns:
-        b.momentum = 0.1
+    calibrate_batchnorm(m, SMALL, seed=99, batch=16)
     return m.eval()
 
 
