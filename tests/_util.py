@@ -43,3 +43,46 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     out = capsys.readouterr()
     code = exc.value.code if isinstance(exc.value.code, int) else 1
     return code, out.out, out.err
+
+
+def export_and_compare(model, code: str, size: int, batches: tuple[int, ...] = (1, 3)):
+    """Export sub-network ``code`` with the project's exporter (traced at batch 2, dynamic
+    batch), run it in ONNX Runtime at each batch size, and compare with the ADN forward
+    (relative error <= 1e-4). Returns the ONNX model for further graph checks."""
+    import onnxruntime as ort
+
+    from adn_edge import subnet
+    from adn_edge.export.onnx_graph import trace_to_onnx
+    from adn_edge.materialize import Folder, materialize
+
+    graph = trace_to_onnx(materialize(model, code, Folder(model)), size, dynamic_batch=True, batch=2)
+    assert not {"If", "Loop", "BatchNormalization"} & {n.op_type for n in graph.graph.node}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    sess = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    for n in batches:
+        xb = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+        with torch.no_grad():
+            ref = model(xb, skip=subnet.to_skip(code))
+        (out,) = sess.run(["logits"], {"input": xb.numpy()})
+        assert out.shape == tuple(ref.shape)
+        assert rel_err(torch.from_numpy(out), ref) <= 1e-4, (code, n)
+    return graph
+
+
+def assert_parts_depend_only_on_their_flag(model, codes: list[str]) -> None:
+    """``static_stages`` part k is the same (same parameters, equal buffers) for every
+    code with the same flag k: what lets segmented mode ship 2*S graphs, not 2^S."""
+    from adn_edge.materialize import Folder
+
+    folder = Folder(model)
+    parts = {c: model.static_stages(c, folder) for c in codes}
+    for k in range(len(codes[0])):
+        for flag in "01":
+            sigs = []
+            for c in (c for c in codes if c[k] == flag):
+                part = parts[c][k]
+                sigs.append(([id(p) for p in part.parameters()], [b.clone() for b in part.buffers()]))
+            for ids, bufs in sigs[1:]:
+                assert ids == sigs[0][0], (k, flag)
+                assert len(bufs) == len(sigs[0][1]) and all(map(torch.equal, bufs, sigs[0][1])), (k, flag)

@@ -16,10 +16,11 @@ from torch import nn
 
 from adn_edge import subnet
 from adn_edge.errors import AdnError
-from adn_edge.materialize import Folder, materialize
-from adn_edge.models import ADNModel, create_model
+from adn_edge.materialize import materialize
+from adn_edge.models import create_model
 from adn_edge.models.vit import SelfAttention, ViTADN
-from tests._util import keys_fixture, random_state_dict, rel_err
+from tests._util import (assert_parts_depend_only_on_their_flag, export_and_compare, keys_fixture,
+                         random_state_dict, rel_err)
 
 CODES = subnet.all_codes(4)
 
@@ -156,51 +157,17 @@ def test_static_module_holds_only_kept_layers_and_chosen_norms() -> None:
 
 
 def test_static_part_k_depends_only_on_flag_k() -> None:
-    """What lets the segmented export ship 2*S graphs instead of 2^S sub-networks."""
-    model = narrow_vit()
-    folder = Folder(model)
-    parts = {c: model.static_stages(c, folder) for c in CODES}
-    for k in range(4):
-        for flag in "01":
-            sigs = []
-            for c in (c for c in CODES if c[k] == flag):
-                part = parts[c][k]
-                sigs.append(([id(p) for p in part.parameters()], [b.clone() for b in part.buffers()]))
-            for ids, bufs in sigs[1:]:
-                assert ids == sigs[0][0], (k, flag)
-                assert len(bufs) == len(sigs[0][1]) and all(map(torch.equal, bufs, sigs[0][1])), (k, flag)
-
-
-def _export_and_compare(model: ADNModel, code: str, path, size: int, batches: tuple[int, ...]) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    onnx = pytest.importorskip("onnx")
-    static = materialize(model, code, Folder(model))
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        torch.onnx.export(static, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
-    graph = onnx.load(str(path), load_external_data=False).graph
-    assert not {"If", "Loop"} & {n.op_type for n in graph.node}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    for n in batches:
-        xb = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
-        with torch.no_grad():
-            ref = model(xb, skip=subnet.to_skip(code))
-        (out,) = sess.run(["logits"], {"input": xb.numpy()})
-        assert out.shape == tuple(ref.shape)
-        assert rel_err(torch.from_numpy(out), ref) <= 1e-4, (code, n)
+    assert_parts_depend_only_on_their_flag(narrow_vit(), CODES)
 
 
 @pytest.mark.parametrize("code", ["1111", "0000", "1010"])
 def test_onnx_export_dynamic_batch_matches_adn_forward(code: str, tmp_path) -> None:
     """Exported at batch 2, run at batch 1 and 3 (narrow model: same graph, small weights)."""
-    _export_and_compare(narrow_vit(), code, tmp_path / f"vit_{code}.onnx", 32, (1, 3))
+    export_and_compare(narrow_vit(), code, 32, (1, 3))
 
 
 @pytest.mark.slow
 def test_onnx_export_full_size(tmp_path) -> None:
     """The real ViT-B/16 (fresh init; twin choice is covered by the zoo tests)."""
     torch.manual_seed(0)
-    _export_and_compare(create_model("vit_b_16"), "0110", tmp_path / "vit_b_16_0110.onnx", 224, (1,))
+    export_and_compare(create_model("vit_b_16"), "0110", 224, (1,))

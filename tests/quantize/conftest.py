@@ -1,0 +1,66 @@
+"""One exported model directory for the INT8 tests: the embedded resnet_tiny (trained on
+the built-in digits), three sub-networks, quantised once per session.
+
+Calibration uses 128 built-in training images (fewer than the recommended 300, which
+the tests also check is warned about) to keep the suite well under a minute on two
+shared cores; the accuracy check runs on the whole built-in test split (360 images).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+CODES = ["1111", "0101", "0000"]
+QUANTIZED = ["1111", "0000"]
+SAMPLES = 128
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FP32 graphs only (never modified: tests that write copy it first)."""
+    from adn_edge.data import load_embedded
+    from adn_edge.export import export
+
+    torch.set_num_threads(1)
+    model, _ = load_embedded()
+    d = tmp_path_factory.mktemp("fp32") / "resnet_tiny"
+    export(model, d, CODES)
+    return d
+
+
+@pytest.fixture(scope="session")
+def quantized(tmp_path_factory: pytest.TempPathFactory, exported: Path):
+    """(directory, report) after quantising QUANTIZED on the built-in data (read-only for tests)."""
+    from adn_edge.quantize import QuantizeOptions, quantize_directory
+
+    d = tmp_path_factory.mktemp("int8") / "resnet_tiny"
+    shutil.copytree(exported, d)
+    report = quantize_directory(d, "builtin", QUANTIZED, QuantizeOptions(samples=SAMPLES))
+    return d, report
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, quantized) -> Path:
+    """A private copy of the quantised directory, for tests that change it."""
+    d = tmp_path / "resnet_tiny"
+    shutil.copytree(quantized[0], d)
+    return d
+
+
+@pytest.fixture()
+def fp32dir(tmp_path: Path, exported: Path) -> Path:
+    d = tmp_path / "fp32"
+    shutil.copytree(exported, d)
+    return d
