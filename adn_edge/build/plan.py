@@ -239,10 +239,13 @@ def plan_builds(
             raise AdnError(f"Sub-network {code} is not in this model directory (it holds: {have}).",
                            f"Export it first with `adn-edge export ... --subnet {code}`.")
         files = entry.get("files") or {}
+        # A leftover calibration cache stands in for --calib only when there is no Q/DQ
+        # graph: `adn-edge quantize`'s graph is the INT8 source unless --calib asks otherwise.
         can_calibrate = calibrate or (
             options.precision in ("int8", "best")
             and (directory / calibration_cache_filename(arch, code)).exists()
             and "onnx" in files
+            and "onnx_int8" not in files
         )
         source = select_source(files, options.precision, env.trt_major, can_calibrate, code)
         name = engine_filename(arch, code, options.precision)

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-CODES = ["1111", "0101", "0000"]
-QUANTIZED = ["1111", "0000"]
-SAMPLES = 128
+from tests.quantize._helpers import CODES, QUANTIZED, SAMPLES
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from adn_edge import manifest
 from adn_edge.fileio import sha256_file
 from adn_edge.quantize import qdq
 from adn_edge.quantize.accuracy import EVAL_INT8_FILENAME, logits, rel_err, session
-from tests.quantize.conftest import QUANTIZED, SAMPLES
+from tests.quantize._helpers import QUANTIZED, SAMPLES
 
 LOGIT_REL_TOLERANCE = 0.05
 """||int8 - fp32|| / ||fp32|| over the built-in test split. Percentile ranges give
@@ -228,6 +228,19 @@ def test_tensorrt_builds_int8_from_the_qdq_graph(quantized, tmp_path: Path, trt:
         assert jobs[0].source.key == "onnx_int8" and not jobs[0].source.calibrate
     finally:
         (d / calibration_cache_filename("resnet_tiny", "1111")).unlink()
+
+
+@pytest.mark.parametrize("method", qdq.METHODS)
+def test_every_method_with_a_short_last_batch(fp32dir: Path, method: str) -> None:
+    """20 images = batches of 8, 8 and 4: the histogram methods must not stack unequal batches."""
+    from adn_edge.quantize import QuantizeOptions, quantize_directory
+
+    r = quantize_directory(fp32dir, "builtin", ["0000"], QuantizeOptions(method=method, samples=20, eval_data=None))
+    (s,) = r.subnets
+    assert s.status == "quantized" and s.stats["quantized_layers"] == s.stats["weighted_layers"]
+    assert s.rel_err is not None and np.isfinite(s.rel_err)
+    rec = json.loads((fp32dir / f"resnet_tiny_0000.int8.{method}.ranges.json").read_text())
+    assert rec["adn_edge"]["samples"] == 20 and rec["adn_edge"]["method"]["name"] == method
 
 
 # ------------------------------------------------------------------ units

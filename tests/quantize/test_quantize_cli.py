@@ -48,6 +48,27 @@ def test_cli_quantizes_from_a_folder_with_json(fp32dir: Path, tmp_path: Path, ca
     assert m["subnets"]["0000"]["quantization"]["calibration"]["preprocess"]["crop"] == [32, 32]
 
 
+TORCHLESS = r"""
+import sys
+from adn_edge.quantize import QuantizeOptions, quantize_directory
+r = quantize_directory(sys.argv[1], sys.argv[2], ["1111"], QuantizeOptions(samples=12, eval_data=None))
+assert r.subnets[0].status == "quantized", r.record()
+assert "torch" not in sys.modules, "torch was imported"
+print("ok")
+"""
+
+
+def test_folder_calibration_does_not_import_torch(fp32dir: Path, tmp_path: Path) -> None:
+    """The quantise path needs torch only for the built-in datasets and evaluation data."""
+    import subprocess
+    import sys
+
+    _digit_pngs(tmp_path / "calib", 12)
+    proc = subprocess.run([sys.executable, "-c", TORCHLESS, str(fp32dir), str(tmp_path / "calib")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
 def test_cli_table_output(workdir: Path, capsys) -> None:
     rc, out, err = run_cli(["quantize", workdir, "--calib", "builtin", "--samples", "128", "-s", "1111"], capsys)
     assert rc == 0, err
@@ -124,3 +145,16 @@ def test_bad_numbers(fp32dir: Path, capsys, flag: str) -> None:
 
 def test_int8_graph_passes_onnx_checker_after_cli(workdir: Path) -> None:
     onnx.checker.check_model(onnx.load(str(workdir / "resnet_tiny_0000.int8.onnx")), full_check=True)
+
+
+def test_onnxruntime_failure_is_explained_exit_1(fp32dir: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from adn_edge.quantize import qdq
+
+    def broken(*_a, **_k):
+        raise RuntimeError("Unsupported op in graph")
+
+    monkeypatch.setattr(qdq, "quantize_graph", broken)
+    rc, _, err = run_cli(["quantize", fp32dir, "--calib", "builtin", "--samples", "16", "-s", "0000"], capsys)
+    assert rc == 1 and "Traceback" not in err
+    assert "could not quantise sub-network 0000" in err.replace("\n", " ") and "Unsupported op" in err
+    assert not (fp32dir / "resnet_tiny_0000.int8.onnx").exists()

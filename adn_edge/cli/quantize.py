@@ -1,0 +1,83 @@
+"""``adn-edge quantize``: a calibrated INT8 Q/DQ graph for every exported sub-network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from adn_edge.cli.output import console, print_json, progress, table
+
+
+def register(app: typer.Typer) -> None:
+    from adn_edge.quantize.defaults import (
+        DEFAULT_METHOD,
+        DEFAULT_PERCENTILE,
+        DEFAULT_SAMPLES,
+        DROP_WARN_POINTS,
+        MIN_SAMPLES,
+        RECOMMENDED_SAMPLES,
+    )
+
+    @app.command()
+    def quantize(
+        directory: Path = typer.Argument(..., help="Model directory written by `adn-edge export`."),
+        calib: str = typer.Option(..., "--calib", "-c", help="Calibration images: a folder (sub-folders are "
+                                  "searched; preprocessed as the manifest says) or builtin / builtin:mnist (the "
+                                  "built-in training split)."),
+        subnet: list[str] = typer.Option(["all"], "--subnet", "-s", help="Code(s): 1010, TFFF, super, base or all "
+                                         "(default: every exported sub-network)."),
+        method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help="Activation ranges: minmax, entropy or "
+                                   "percentile."),
+        samples: int = typer.Option(DEFAULT_SAMPLES, "--samples", "-n", help=f"Calibration images per sub-network "
+                                    f"(at least {MIN_SAMPLES}; fewer than {RECOMMENDED_SAMPLES} warns)."),
+        percentile: float = typer.Option(DEFAULT_PERCENTILE, "--percentile", help="For --method percentile."),
+        data: str = typer.Option("auto", "--data", "-d", help="Evaluation data for INT8 vs FP32 top-1: builtin, "
+                                 "an ImageFolder directory (its val/ split when present), none, or auto (the "
+                                 "built-in test split when --calib is builtin)."),
+        eval_samples: int = typer.Option(None, "--eval-samples", help="Evaluate on at most this many images."),
+        drop_threshold: float = typer.Option(DROP_WARN_POINTS, "--max-drop", help="Warn when INT8 top-1 is more "
+                                             "than this many points below FP32."),
+        force: bool = typer.Option(False, "--force", help="Re-quantise sub-networks whose INT8 graph is up to date."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Recalibrate even when cached ranges match."),
+        threads: int = typer.Option(None, "--threads", help="CPU threads for the accuracy check."),
+        as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    ) -> None:
+        """Calibrate every sub-network on its own and write <arch>_<code>.int8.onnx (Q/DQ, for TensorRT and
+        ONNX Runtime), with INT8 vs FP32 accuracy in the manifest and eval-int8.json."""
+        from adn_edge.errors import AdnError
+        from adn_edge.quantize import QuantizeOptions, quantize_directory
+
+        if threads is not None and threads < 1:
+            raise AdnError(f"--threads must be at least 1, not {threads}.")
+        err = console(stderr=True)
+        opts = QuantizeOptions(method=method.lower(), samples=samples, percentile=percentile, eval_data=data,
+                               eval_samples=eval_samples, drop_threshold=drop_threshold, force=force,
+                               use_cache=not no_cache, threads=threads)
+        report = quantize_directory(directory, calib, subnet, opts, iterate=None if as_json else progress,
+                                    log=lambda msg: err.print(msg, markup=False, soft_wrap=True))
+        rec = report.record()
+        if as_json:
+            print_json(rec)
+            return
+
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{v:.2f}"
+
+        rows = []
+        for s in rec["subnets"]:
+            a = s["accuracy"] or {}
+            rows.append((s["code"], "new" if s["status"] == "quantized" else "kept",
+                         {"hit": "cached", "miss": "calibrated"}.get(s["calibration_cache"], "-"),
+                         f"{s['qdq'].get('quantized_layers', '-')}/{s['qdq'].get('weighted_layers', '-')}",
+                         pct(a.get("top1_fp32")), pct(a.get("top1_int8")), pct(a.get("agreement")),
+                         pct(a.get("drop")), "-" if s["logit_rel_err"] is None else f"{s['logit_rel_err']:.3f}"))
+        cal = rec["calibration"]
+        table(f"{rec['arch']} INT8 ({rec['method']['name']}, {cal['samples']} images from {cal['source']})",
+              ["code", "graph", "ranges", "int8 layers", "fp32 top-1", "int8 top-1", "agree %", "drop", "logit err"],
+              rows)
+        for note in rec["notes"]:
+            err.print(f"note: {note}", markup=False)
+        files = ", ".join(rec["eval_files"]) if rec["eval_files"] else "no evaluation file"
+        console().print(f"wrote {len(rec['subnets'])} INT8 graph record(s) to {directory / 'manifest.json'}; "
+                        f"{files}; {rec['seconds']:.1f} s", markup=False)
