@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ class BenchOptions:
     threads: int | None = None
     cv_threshold: float = CV_WARN
     seed: int = 0
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword options for the backend (e.g. ONNX Runtime's
+    ``graph_optimization="all", share_weights=False`` for speed over memory)."""
 
 
 def _check(opts: BenchOptions) -> None:
@@ -94,7 +97,7 @@ def resolve_backend(opts: BenchOptions, m: dict[str, Any]) -> tuple[str, dict[st
             options["threads"] = opts.threads
     elif name != "tensorrt":
         raise AdnError(f"Unknown backend {opts.backend!r}.", "Use auto, tensorrt, onnxruntime or torch.")
-    return name, options
+    return name, {**options, **opts.backend_options}
 
 
 def time_calls(call: Callable[[], Any], iterations: int, min_s: float, warmup_iters: int,

@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from adn_edge.cli.output import console, print_json, progress
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to keyword options (true/false, integers, floats, else text)."""
+    from adn_edge.errors import AdnError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise AdnError(f"--backend-option {item!r} is not KEY=VALUE.", "Example: -O graph_optimization=all.")
+        value: Any = raw.strip()
+        low = value.lower()
+        if low in ("true", "false"):
+            value = low == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(value)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip()] = value
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +51,9 @@ def register(app: typer.Typer) -> None:
         idle: float = typer.Option(5.0, "--idle-seconds", help="Idle baseline length when power is measured."),
         interval: float = typer.Option(50.0, "--interval-ms", help="Power sampling interval."),
         threads: int = typer.Option(None, "--threads", help="CPU threads for the backend (default: all)."),
+        backend_option: list[str] = typer.Option([], "--backend-option", "-O", help="KEY=VALUE passed to the "
+                                                  "backend, repeatable (e.g. -O graph_optimization=all "
+                                                  "-O share_weights=false for ONNX Runtime speed over memory)."),
         plot: Path = typer.Option(None, "--plot", help="Write Pareto plots to this .png/.svg/.pdf."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
@@ -36,7 +64,7 @@ def register(app: typer.Typer) -> None:
         opts = BenchOptions(device=device.strip().lower(), backend=backend, power=power, subnets=subnet,
                             precision=precision, batch=batch, iterations=iterations, duration_s=duration,
                             warmup_iters=warmup, warmup_s=warmup_s, idle_s=idle, interval_ms=interval,
-                            threads=threads)
+                            threads=threads, backend_options=parse_options(backend_option))
         result = run_bench(directory, opts, iterate=progress)
         if plot is not None:
             pareto.plot(result, plot, accuracy=load_accuracy(directory))
