@@ -164,17 +164,29 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
             if source.measures_energy:
                 min_s = max(min_s, min_run_seconds(opts.interval_ms))
             results: dict[str, Any] = {}
+            engine = sw.engine
             for code in iterate(codes, f"bench {m['arch']} ({backend}, {opts.device})"):
-                times, t0, t1 = time_calls(lambda c=code: sw.infer(x, subnet=c), opts.iterations, min_s,
-                                           opts.warmup_iters, opts.warmup_s)
+                device_ms: list[float] = []
+
+                def call(c: str = code) -> None:
+                    sw.infer(x, subnet=c)
+                    if engine.last_device_ms is not None:  # GPU backends: CUDA-event time
+                        device_ms.append(engine.last_device_ms)
+
+                times, t0, t1 = time_calls(call, opts.iterations, min_s, opts.warmup_iters, opts.warmup_s)
                 stats = latency_stats(times, batch=opts.batch, cv_threshold=opts.cv_threshold)
                 energy = None
                 window = source.window(t0, t1)
                 if window is not None:
                     energy = per_inference(window, len(times), idle.mean_w if idle else None)
                 entry = m["subnets"].get(code, {})
+                extra: dict[str, Any] = {}
+                if device_ms:  # device compute vs host-side overhead, where the backend can tell
+                    dev = latency_stats([t / 1e3 for t in device_ms[-len(times):]], batch=opts.batch)
+                    extra["device_ms"] = {k: round(v, 4) for k, v in dev.latency_ms().items()}
+                    extra["host_overhead_ms"] = round(stats.latency_ms()["p50"] - dev.latency_ms()["p50"], 4)
                 results[code] = report_mod.subnet_result(stats, energy, skip_cfg=entry.get("skip_cfg"),
-                                                         gmacs=entry.get("gmacs"))
+                                                         gmacs=entry.get("gmacs"), **extra)
             describe = sw.describe()
         finally:
             sw.close()
@@ -189,7 +201,8 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
         model={"arch": m["arch"], "directory": str(directory), "num_stages": m["num_stages"],
                "input_shape": shape, "precision": opts.precision},
         settings={**asdict(opts), "subnets": codes}, runtime=describe,
-        timing="host wall-clock around EngineSwitcher.infer (input copy-in and logits copy-out included)",
+        timing="host wall-clock around EngineSwitcher.infer (input copy-in and logits copy-out included); "
+               "on GPUs also device_ms, CUDA events around the compute",
     )
     if write:
         path = report_mod.write_report(report, directory)

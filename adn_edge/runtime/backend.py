@@ -116,6 +116,10 @@ class Backend(abc.ABC):
     """
 
     name: ClassVar[str] = "?"
+    last_device_ms: float | None = None
+    """GPU time of the last ``run`` between CUDA events around the compute (inputs
+    on the device, before the copy back), for backends that measure it; ``bench``
+    reports it beside the host wall-clock. None on CPUs."""
     segmented: ClassVar[bool] = False
     """True for backends that run a sub-network as a chain of per-stage graphs
     (``EngineSwitcher.open(..., segmented=True)``); ``auto`` never picks them otherwise."""

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
     from adn_edge.build.plan import Environment
-    from adn_edge.runtime.cuda_layer import CudaApi, DeviceBuffer, Graph, HostBuffer, Stream
+    from adn_edge.runtime.cuda_layer import CudaApi, DeviceBuffer, Event, Graph, HostBuffer, Stream
 
 
 def _available() -> str | None:
@@ -179,6 +179,7 @@ class TensorRTBackend(Backend):
         self._h_out = self._cuda.alloc_pinned((max_batch, self.num_classes), np.dtype(np.float32))
         self._pinned.append(self._h_out)
         self._stream = self._cuda.create_stream()
+        self._events: tuple[Event, ...] = (self._cuda.create_event(), self._cuda.create_event())  # timing
         for slot in self._slots.values():
             ok = (slot.context.set_tensor_address(self.input_name, self._d_in.ptr)
                   and slot.context.set_tensor_address(self.output_name, self._d_out.ptr))
@@ -258,6 +259,7 @@ class TensorRTBackend(Backend):
                 host_in = self._h_in.array[:n]
                 host_in[...] = batch
                 self._cuda.copy_htod_async(self._d_in, host_in, self._stream)
+                self._cuda.record(self._events[0], self._stream)
                 graph = slot.graphs.get(n)
                 if graph is not None:
                     self._cuda.launch(graph, self._stream)
@@ -265,9 +267,11 @@ class TensorRTBackend(Backend):
                     self._set_batch(slot, n)
                     if not slot.context.execute_async_v3(self._stream.handle):
                         raise RuntimeError(f"TensorRT execution of the {code} engine failed")
+                self._cuda.record(self._events[1], self._stream)
                 host_out = self._h_out.array[:n]
                 self._cuda.copy_dtoh_async(host_out, self._d_out, self._stream)
                 self._cuda.synchronize(self._stream)
+                self.last_device_ms = self._cuda.elapsed_ms(self._events[0], self._events[1])
                 out: np.ndarray = host_out.copy()
                 return out
 
@@ -317,6 +321,9 @@ class TensorRTBackend(Backend):
                 for host in self._pinned:
                     cuda.free_pinned(host)
                 self._pinned.clear()
+                for event in getattr(self, "_events", ()):
+                    cuda.destroy_event(event)
+                self._events = ()
                 if self._stream is not None:
                     cuda.destroy_stream(self._stream)
                     self._stream = None

@@ -189,8 +189,15 @@ class TorchBackend(Backend):
                 return np.asarray(out.numpy())
             if self.device.type != "cpu" or self.dtype != torch.float32:
                 x = x.to(self.device, self.dtype)
+            if self.device.type != "cuda":
+                return np.asarray(self._modules[code](x).float().numpy())
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
             y = self._modules[code](x)
-            return np.asarray(y.float().cpu().numpy())
+            end.record()
+            out = np.asarray(y.float().cpu().numpy())  # synchronises
+            self.last_device_ms = float(start.elapsed_time(end))
+            return out
 
     def tensor_report(self) -> dict[str, int]:
         """Bytes of distinct tensors held by all materialised sub-networks, against
