@@ -19,7 +19,7 @@ from adn_edge.flops import arch_costs
 from adn_edge.materialize import Folder, materialize
 from adn_edge.models import create_model, get_spec, list_models
 from adn_edge.models.random_weights import calibrate_batchnorm
-from tests._util import keys_fixture, random_state_dict, rel_err, subnets_fixture
+from tests._util import export_and_compare, keys_fixture, random_state_dict, rel_err, subnets_fixture
 
 OFFICIAL = list_models(official=True)
 ALL = list_models()
@@ -116,3 +116,16 @@ def test_macs_and_params_match_official_measurements(arch: str) -> None:
     for code, cost in costs.items():
         assert cost.macs / 1e9 == pytest.approx(ref[code]["gmacs"], rel=1e-6), code
         assert cost.params == ref[code]["params_used"], code
+
+
+# ViT, Swin and MobileNetV2 have their own export tests (narrow and full-size models).
+ONNX_ARCHS = [a for a in ALL if get_spec(a).family == "resnet"]
+
+
+@pytest.mark.parametrize("arch", ONNX_ARCHS)
+def test_onnx_runtime_equals_adn_forward(arch: str, loaded_models: dict) -> None:
+    """The exported graph (project exporter, dynamic batch) against the unfolded ADN
+    forward, relative error <= 1e-4, for the super-net and a mixed sub-network."""
+    model = loaded(arch, loaded_models)
+    for code in ("1111", "0110"):
+        export_and_compare(model, code, get_spec(arch).input_size, batches=(1,))
