@@ -86,3 +86,42 @@ def assert_parts_depend_only_on_their_flag(model, codes: list[str]) -> None:
             for ids, bufs in sigs[1:]:
                 assert ids == sigs[0][0], (k, flag)
                 assert len(bufs) == len(sigs[0][1]) and all(map(torch.equal, bufs, sigs[0][1])), (k, flag)
+
+
+def executed_modules(model, x: torch.Tensor, code: str) -> set[str]:
+    """Names of the modules whose forward ran for sub-network ``code``."""
+    from adn_edge import subnet
+
+    names = {id(m): n for n, m in model.named_modules()}
+    ran: set[str] = set()
+    handles = [m.register_forward_hook(lambda mod, i, o: ran.add(names[id(mod)])) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x, skip=subnet.to_skip(code))
+    finally:
+        for h in handles:
+            h.remove()
+    return ran
+
+
+def assert_follows_official_trace(model, arch: str, x: torch.Tensor, codes: list[str]) -> dict[str, set[str]]:
+    """For every code, the skippable blocks and norm twins that run are exactly the
+    official ones (the keys fixture's ``stages``, recorded from the official forward).
+    ``model`` may be a narrow variant, but must have the official module tree."""
+    from adn_edge.models import create_model
+
+    stages = keys_fixture(arch)["stages"]
+    with torch.device("meta"):
+        full = create_model(arch)
+    assert [n for n, _ in model.named_modules()] == [n for n, _ in full.named_modules()]
+    out = {}
+    for code in codes:
+        ran = executed_modules(model, x, code)
+        for k, stage in enumerate(stages):
+            skipped = code[k] == "0"
+            for blk in stage["skippable_blocks"]:
+                assert (blk in ran) != skipped, (code, blk)
+            for main, twin in stage["norm_twins"]:
+                assert (twin in ran) == skipped and (main in ran) != skipped, (code, main)
+        out[code] = ran
+    return out
