@@ -100,6 +100,8 @@ class Exporter:
         fresh = manifest.new(self.model.arch, self.model.num_skippable_stages, self.model.num_classes, shape,
                              list(self.spec.mean), list(self.spec.std), self.source, self.options.opset)
         fresh["recalibration"] = self._recalibration_record()
+        # Evaluation preprocessing, for everything that feeds real images (calibration, eval).
+        fresh["input"].update(resize=self.spec.eval_resize(self.input_size), interpolation="bilinear")
         if not manifest.path_in(self.out_dir).exists():
             return fresh
         try:

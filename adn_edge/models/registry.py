@@ -37,6 +37,16 @@ class ModelSpec:
     """'batchnorm' (folded into convs on export) or 'layernorm' (twin chosen statically)."""
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    crop_pct: float | None = None
+    """Evaluation crop fraction: resize the shorter side to ``size / crop_pct``, centre-crop
+    ``size`` (official ImageNet models: 0.875, i.e. 256 -> 224). None: 0.875 for official
+    models, 1.0 (no crop) for ours."""
+
+    def eval_resize(self, input_size: int | None = None) -> int:
+        """Shorter-side resize before the centre crop, for an input of ``input_size``."""
+        size = input_size or self.input_size
+        pct = self.crop_pct if self.crop_pct is not None else (0.875 if self.official else 1.0)
+        return int(size / pct)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

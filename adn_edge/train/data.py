@@ -55,13 +55,17 @@ class Preprocess:
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize: int | None = None
+    """Image files: shorter side resized to this, then centre-cropped to ``input_size``
+    (the official evaluation recipe: 256 -> 224); None: no crop margin."""
 
     @classmethod
     def for_arch(cls, arch: str, input_size: int | None = None) -> Preprocess:
         from adn_edge.models import get_spec
 
         spec = get_spec(arch)
-        return cls(input_size or spec.input_size, spec.mean, spec.std)
+        size = input_size or spec.input_size
+        return cls(size, spec.mean, spec.std, spec.eval_resize(size))
 
     @classmethod
     def for_checkpoint(cls, arch: str, header: dict[str, Any]) -> Preprocess:
@@ -70,7 +74,9 @@ class Preprocess:
         size = int(header.get("input_size") or base.input_size)
         m = [float(v) for v in (header.get("mean") or base.mean)]
         s = [float(v) for v in (header.get("std") or base.std)]
-        return cls(size, (m[0], m[1], m[2]), (s[0], s[1], s[2]))
+        from adn_edge.models import get_spec
+
+        return cls(size, (m[0], m[1], m[2]), (s[0], s[1], s[2]), get_spec(arch).eval_resize(size))
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W]`` in [0, 1] (C = 1 or 3) -> ``[N, 3, S, S]`` normalised float32."""
@@ -260,7 +266,8 @@ def _scan(root: Path, classes: Sequence[str] | None = None) -> tuple[list[str], 
 class ImageFolder(Dataset):
     """``root/<class>/<image>`` decoded lazily with Pillow (user data can be large).
 
-    Resize so the shorter side is ``input_size``, centre-crop a square, normalise.
+    Resize so the shorter side is ``prep.resize`` (official models: 256 for 224), centre-crop
+    ``input_size``, normalise.
     Training adds random translations per batch (see :func:`augment`), not here, so
     the same dataset serves training, recalibration and evaluation.
     """
@@ -289,12 +296,13 @@ class ImageFolder(Dataset):
 
         path, target = self.samples[i]
         s = self.prep.input_size
+        r = max(self.prep.resize or s, s)
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")
                 w, h = im.size
-                scale = s / min(w, h)
-                im = im.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.Resampling.BILINEAR)
+                scale = r / min(w, h)
+                im = im.resize((max(r, round(w * scale)), max(r, round(h * scale))), Image.Resampling.BILINEAR)
                 w, h = im.size
                 left, top = (w - s) // 2, (h - s) // 2
                 im = im.crop((left, top, left + s, top + s))

@@ -114,6 +114,7 @@ def test_manifest_records_files_hashes_costs_and_parity(exported) -> None:
     data = manifest.load(out)
     assert data["arch"] == ARCH and data["num_stages"] == 4 and data["num_classes"] == 10
     assert data["input"]["shape"] == [None, 3, 32, 32] and data["input"]["mean"] == [0.5, 0.5, 0.5]
+    assert data["input"]["resize"] == 32  # our small models: no crop margin
     assert set(data["subnets"]) == set(subnet.all_codes(4))
     e = data["subnets"]["1010"]
     assert e["skip_cfg"] == "FTFT" and e["gmacs"] > 0 and e["params"] > 0
@@ -138,3 +139,12 @@ def test_parity_failure_writes_nothing(model, tmp_path, monkeypatch) -> None:
     with pytest.raises(ParityError):
         Exporter(model, tmp_path, {"sha256": "s"}).export(["1111"])
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.tmp"))
+
+
+def test_official_models_record_the_official_eval_resize() -> None:
+    """ImageNet evaluation: shorter side 256, centre crop 224 (ADN_FORMAT 1.4)."""
+    from adn_edge.models import get_spec
+    from adn_edge.train.data import Preprocess
+
+    assert get_spec("resnet50").eval_resize() == 256 and get_spec("swin_t").eval_resize() == 256
+    assert Preprocess.for_arch("resnet50").resize == 256 and Preprocess.for_arch("resnet_tiny").resize == 32
