@@ -27,21 +27,7 @@ from tests._util import (
 )
 
 CODES = subnet.all_codes(4)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_for_small_work(request: pytest.FixtureRequest):
-    """Tiny ops gain nothing from threads and, on a busy 2-core machine, lose 10-50x
-    to OpenMP barriers waiting for a descheduled thread. Full-size tests keep them."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def narrow_swin(seed: int = 0, input_size: int = 112) -> SwinADN:

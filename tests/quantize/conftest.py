@@ -17,14 +17,6 @@ import torch
 from tests.quantize._helpers import CODES, QUANTIZED, SAMPLES
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """FP32 graphs only (never modified: tests that write copy it first)."""
@@ -62,3 +54,8 @@ def fp32dir(tmp_path: Path, exported: Path) -> Path:
     d = tmp_path / "fp32"
     shutil.copytree(exported, d)
     return d
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Every test in this folder runs with one torch thread (see tests/conftest.py)."""

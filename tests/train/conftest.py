@@ -18,14 +18,6 @@ FAST = dict(arch="resnet_tiny", data="builtin", input_size=16, train_fraction=0.
             log_every=1, final_eval=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def fast_config(out: Path, **kw) -> TrainConfig:
     return TrainConfig(out_dir=str(out), **{**FAST, **kw})
 
@@ -37,3 +29,8 @@ def two_epoch_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run2")
     result = train(fast_config(out, epochs=3))
     return out, result
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Every test in this folder runs with one torch thread (see tests/conftest.py)."""
