@@ -45,6 +45,7 @@ is imported when a backend is constructed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
 from collections.abc import Iterator, Sequence
@@ -385,6 +386,14 @@ class SessionFactory:
             so.add_session_config_entry("session.use_env_allocators", "1")
         return so
 
+    def open_verified(self, directory: Path, record: dict[str, Any]) -> tuple[Any, list[str], int]:
+        """A session for a manifest-listed graph, its bytes checked against the sha256 as
+        they are read; returns (session, shared names it uses, file size). The bytes are
+        not kept: ONNX Runtime holds what it needs."""
+        data = read_verified(directory, record)
+        sess, names = self.session(data, record["path"])
+        return sess, names, len(data)
+
     def session(self, data: bytes, label: str) -> tuple[Any, list[str]]:
         """A session for the serialized graph ``data``; returns it and the shared names it uses."""
         used = self.shared.attach(data) if self.share_weights else []
@@ -448,6 +457,22 @@ def precision_key(precision: str | None) -> str:
 def _differs(a: np.ndarray, b: np.ndarray) -> bool:
     scale = float(np.max(np.abs(b))) or 1.0
     return bool(np.max(np.abs(a.astype(np.float64) - b)) > 1e-4 * scale)
+
+
+@contextlib.contextmanager
+def opening(backend: Any) -> Iterator[None]:
+    """The frame around creating a backend's sessions: on failure close what was
+    opened; on success hand freed heap back to the OS and record the resident memory
+    the sessions added (``backend.rss_open_bytes``), so sharing is measured, not assumed."""
+    rss0 = resident_bytes()
+    try:
+        yield
+    except BaseException:
+        backend.close()
+        raise
+    release_freed_heap()
+    rss1 = resident_bytes()
+    backend.rss_open_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
 
 
 def release_freed_heap() -> None:
@@ -537,21 +562,12 @@ class OnnxRuntimeBackend(Backend):
         self.output_name = manifest["output"].get("name", "logits")
         self._sessions: dict[str, Any] = {}
         self.file_bytes = 0
-        rss0 = resident_bytes()
-        try:
+        with opening(self):
             for code in self.codes:
-                data = read_verified(self.directory, records[code])
-                self.file_bytes += len(data)
-                sess, _ = self.factory.session(data, records[code]["path"])
-                del data
+                sess, _, nbytes = self.factory.open_verified(self.directory, records[code])
+                self.file_bytes += nbytes
                 self._check_io(sess, records[code]["path"])
                 self._sessions[code] = sess
-        except BaseException:
-            self.close()
-            raise
-        release_freed_heap()
-        rss1 = resident_bytes()
-        self.rss_open_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
         self.sharing_probe: dict[str, Any] | None = None
         if check_sharing:
             probe = self.verify_sharing()

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from adn_edge.errors import AdnError
-from adn_edge.runtime.backend import Backend, read_verified, register_backend, resident_bytes
-from adn_edge.runtime.onnxruntime_backend import SessionFactory, _available, perturbation_probe, \
-    release_freed_heap, split_options
+from adn_edge.runtime.backend import Backend, register_backend
+from adn_edge.runtime.onnxruntime_backend import SessionFactory, _available, opening, perturbation_probe, \
+    split_options
 
 KINDS = {"1": "full", "0": "skip"}
 
@@ -82,17 +82,14 @@ class SegmentedOnnxRuntimeBackend(Backend):
         self._chain: list[dict[str, tuple[Any, str, str]]] = []
         self._used: list[dict[str, set[str]]] = []
         self.file_bytes = 0
-        rss0 = resident_bytes()
-        try:
+        with opening(self):
             for part in seg["parts"]:
                 forms, used = {}, {}
                 for flag, kind in KINDS.items():
                     rec = part["files"][kind]
-                    data = read_verified(self.directory, rec)
-                    self.file_bytes += len(data)
-                    sess, names = self.factory.session(data, rec["path"])
+                    sess, names, nbytes = self.factory.open_verified(self.directory, rec)
+                    self.file_bytes += nbytes
                     used[flag] = set(names)
-                    del data
                     ins = [i.name for i in sess.get_inputs()]
                     outs = [o.name for o in sess.get_outputs()]
                     if ins != [part["input"]] or outs != [part["output"]]:
@@ -102,12 +99,6 @@ class SegmentedOnnxRuntimeBackend(Backend):
                     forms[flag] = (sess, part["input"], part["output"])
                 self._chain.append(forms)
                 self._used.append(used)
-        except BaseException:
-            self.close()
-            raise
-        release_freed_heap()
-        rss1 = resident_bytes()
-        self.rss_open_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
         self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
         self.sharing_probe: dict[str, Any] | None = None
         if check_sharing and not self.verify_sharing()["ok"]:
