@@ -125,3 +125,18 @@ def assert_follows_official_trace(model, arch: str, x: torch.Tensor, codes: list
                 assert (twin in ran) == skipped and (main in ran) != skipped, (code, main)
         out[code] = ran
     return out
+
+
+def assert_perturbation_hits_exactly(model, x: torch.Tensor, codes: list[str], param: str, stage: int,
+                                     changes_when_skipped: bool) -> None:
+    """Perturb one tensor: exactly the codes that read it (its stage skipped or not, as
+    ``changes_when_skipped`` says) change their logits; no other code does."""
+    from adn_edge import subnet
+
+    with torch.no_grad():
+        before = {c: model(x, skip=subnet.to_skip(c)) for c in codes}
+        model.get_parameter(param).add_(0.5)
+        after = {c: model(x, skip=subnet.to_skip(c)) for c in codes}
+    for c in codes:
+        reads = (c[stage] == "0") == changes_when_skipped
+        assert (not torch.equal(before[c], after[c])) == reads, c

@@ -21,6 +21,7 @@ from adn_edge.models.swin import ShiftedWindowAttention, SwinADN, merge_phases
 from tests._util import (
     assert_follows_official_trace,
     assert_parts_depend_only_on_their_flag,
+    assert_perturbation_hits_exactly,
     export_and_compare,
     random_state_dict,
     rel_err,
@@ -55,15 +56,8 @@ def test_each_flag_runs_the_official_blocks_and_norms() -> None:
 ])
 def test_perturbing_one_tensor_changes_exactly_the_codes_that_read_it(
         param: str, stage: int, changes_when_skipped: bool) -> None:
-    model = narrow_swin()
     x = torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        before = {c: model(x, skip=subnet.to_skip(c)) for c in CODES}
-        model.get_parameter(param).add_(0.5)
-        after = {c: model(x, skip=subnet.to_skip(c)) for c in CODES}
-    for c in CODES:
-        reads = (c[stage] == "0") == changes_when_skipped
-        assert (not torch.equal(before[c], after[c])) == reads, c
+    assert_perturbation_hits_exactly(narrow_swin(), x, CODES, param, stage, changes_when_skipped)
 
 
 def test_shift_pattern_at_224() -> None:
