@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from adn_edge import manifest as manifest_mod
+from adn_edge import subnet as subnet_mod
 from adn_edge.bench import report as report_mod
 from adn_edge.bench.machine import machine_state
 from adn_edge.bench.stats import CV_WARN, latency_stats
@@ -59,6 +60,10 @@ class BenchOptions:
     backend_options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword options for the backend (e.g. ONNX Runtime's
     ``graph_optimization="all", share_weights=False`` for speed over memory)."""
+    segmented: bool = False
+    """Run every sub-network as its chain of segment graphs (``export --segments``),
+    as a switcher opened with ``segmented=True`` does; reported apart
+    (``bench-<device>-segmented.json``)."""
 
 
 def _check(opts: BenchOptions) -> None:
@@ -75,7 +80,10 @@ def resolve_backend(opts: BenchOptions, m: dict[str, Any]) -> tuple[str, dict[st
     """(backend name, backend options) for ``--backend`` on ``--device``.
 
     ``auto``: on a GPU device TensorRT when the directory has engines and TensorRT
-    can run, else the torch backend on CUDA; on ``cpu`` ONNX Runtime.
+    can run, else the torch backend on CUDA; on ``cpu`` ONNX Runtime. Segmented:
+    TensorRT when the segment engines are built, else ONNX Runtime (torch has no
+    segmented mode). The name is the base one (``onnxruntime``); the switcher adds
+    ``-segmented``.
     """
     from adn_edge.runtime import available_backends
 
@@ -83,6 +91,10 @@ def resolve_backend(opts: BenchOptions, m: dict[str, Any]) -> tuple[str, dict[st
     if name == "auto":
         if opts.device == "cpu":
             name = "onnxruntime"
+        elif opts.segmented:
+            parts = (m.get("segments") or {}).get("parts") or []
+            has_engines = any(any((p.get("engines") or {}).values()) for p in parts)
+            name = "tensorrt" if has_engines and "tensorrt-segmented" in available_backends() else "onnxruntime"
         else:
             has_engines = any(e.get("engines") for e in m["subnets"].values())
             name = "tensorrt" if has_engines and "tensorrt" in available_backends() else "torch"
@@ -151,7 +163,7 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
             time.sleep(opts.idle_s)
             idle = idle_baseline(source.samples, t_idle0, source.now())
         sw = EngineSwitcher.open(directory, backend=backend, subnets=opts.subnets, precision=opts.precision,
-                                 warmup=False, **backend_opts)
+                                 segmented=opts.segmented, warmup=False, **backend_opts)
         try:
             codes = list(sw.codes)
             shape = [opts.batch, *[int(d) for d in m["input"]["shape"][1:]]]
@@ -165,7 +177,10 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
                 min_s = max(min_s, min_run_seconds(opts.interval_ms))
             results: dict[str, Any] = {}
             engine = sw.engine
-            for code in iterate(codes, f"bench {m['arch']} ({backend}, {opts.device})"):
+            # A segmented directory may hold fewer monolithic sub-networks than it runs.
+            costs = {**(m.get("segments") or {}).get("subnets", {}), **m["subnets"]}
+            mode = f"{backend}{', segmented' if opts.segmented else ''}, {opts.device}"
+            for code in iterate(codes, f"bench {m['arch']} ({mode})"):
                 device_ms: list[float] = []
 
                 def call(c: str = code) -> None:
@@ -179,13 +194,13 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
                 window = source.window(t0, t1)
                 if window is not None:
                     energy = per_inference(window, len(times), idle.mean_w if idle else None)
-                entry = m["subnets"].get(code, {})
+                entry = costs.get(code, {})
                 extra: dict[str, Any] = {}
                 if device_ms:  # device compute vs host-side overhead, where the backend can tell
                     dev = latency_stats([t / 1e3 for t in device_ms[-len(times):]], batch=opts.batch)
                     extra["device_ms"] = {k: round(v, 4) for k, v in dev.latency_ms().items()}
                     extra["host_overhead_ms"] = round(stats.latency_ms()["p50"] - dev.latency_ms()["p50"], 4)
-                results[code] = report_mod.subnet_result(stats, energy, skip_cfg=entry.get("skip_cfg"),
+                results[code] = report_mod.subnet_result(stats, energy, skip_cfg=subnet_mod.to_skip_cfg(code),
                                                          gmacs=entry.get("gmacs"), **extra)
             describe = sw.describe()
         finally:
@@ -197,7 +212,7 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
             entry["accuracy"] = accuracy.get(code)
     device = machine_state(opts.device, threads=opts.threads)
     report = report_mod.make_report(
-        device=device, backend=backend, batch=opts.batch, power=power, subnets=results,
+        device=device, backend=backend, segmented=opts.segmented, batch=opts.batch, power=power, subnets=results,
         model={"arch": m["arch"], "directory": str(directory), "num_stages": m["num_stages"],
                "input_shape": shape, "precision": opts.precision},
         settings={**asdict(opts), "subnets": codes}, runtime=describe,

@@ -101,14 +101,17 @@ def make_report(*, device: Mapping[str, Any], backend: str, batch: int, power: M
     return report
 
 
-def bench_filename(kind: str) -> str:
-    return f"bench-{kind}.json"
+def bench_filename(kind: str, segmented: bool = False) -> str:
+    """``bench-<kind>.json``, or ``bench-<kind>-segmented.json`` for a segmented run: the
+    two modes run different graphs (a boundary per stage), so one must not overwrite
+    the other, and policies tell them apart (:func:`adn_edge.runtime.policies.find_bench`)."""
+    return f"bench-{kind}{'-segmented' if segmented else ''}.json"
 
 
 def write_report(report: Mapping[str, Any], directory: str | os.PathLike[str]) -> Path:
-    """Validate and write ``bench-<device kind>.json`` into ``directory`` atomically."""
+    """Validate and write the report into ``directory`` atomically, under :func:`bench_filename`."""
     validate_bench(report)
-    path = Path(directory) / bench_filename(report["device"]["kind"])
+    path = Path(directory) / bench_filename(report["device"]["kind"], bool(report.get("segmented")))
     write_json(path, report)
     return path
 
@@ -165,8 +168,8 @@ def render_table(report: Mapping[str, Any]) -> Any:
     dev, pw = report["device"], report["power"]
     measured = pw.get("source") != "none"
     title = (f"bench on {dev.get('name') or dev['kind']} ({dev['kind']}"
-             + (f", {dev['power_mode']}" if dev.get("power_mode") else "") + f"), backend {report['backend']}, "
-             f"batch {report['batch']}")
+             + (f", {dev['power_mode']}" if dev.get("power_mode") else "") + f"), backend {report['backend']}"
+             + (" (segmented)" if report.get("segmented") else "") + f", batch {report['batch']}")
     caption = (f"power: {pw['source']} rail {pw.get('rail')}, idle {_fmt(pw.get('idle_w'))} W, "
                f"interval {_fmt(pw.get('interval_ms'), 0)} ms" if measured else NOT_MEASURED)
     caption = "latency in ms; " + ("energy per inference in mJ, n = power samples; " if measured else "") + caption

@@ -54,6 +54,8 @@ def register(app: typer.Typer) -> None:
         backend_option: list[str] = typer.Option([], "--backend-option", "-O", help="KEY=VALUE passed to the "
                                                   "backend, repeatable (e.g. -O graph_optimization=all "
                                                   "-O share_weights=false for ONNX Runtime speed over memory)."),
+        segmented: bool = typer.Option(False, "--segmented", help="Run each sub-network as its chain of segment "
+                                       "graphs (`adn-edge export --segments`); writes bench-<device>-segmented.json."),
         plot: Path = typer.Option(None, "--plot", help="Write Pareto plots to this .png/.svg/.pdf."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
@@ -64,7 +66,7 @@ def register(app: typer.Typer) -> None:
         opts = BenchOptions(device=device.strip().lower(), backend=backend, power=power, subnets=subnet,
                             precision=precision, batch=batch, iterations=iterations, duration_s=duration,
                             warmup_iters=warmup, warmup_s=warmup_s, idle_s=idle, interval_ms=interval,
-                            threads=threads, backend_options=parse_options(backend_option))
+                            threads=threads, backend_options=parse_options(backend_option), segmented=segmented)
         result = run_bench(directory, opts, iterate=progress)
         if plot is not None:
             pareto.plot(result, plot, accuracy=load_accuracy(directory))
@@ -78,5 +80,5 @@ def register(app: typer.Typer) -> None:
                 c.print(f"[yellow]warning[/] {code}: {e['warning']}")
         if not result["power"].get("measured"):
             c.print(result["power"].get("note", report.NOT_MEASURED))
-        c.print(f"wrote {directory / report.bench_filename(result['device']['kind'])}"
+        c.print(f"wrote {directory / report.bench_filename(result['device']['kind'], result['segmented'])}"
                 + (f" and {plot}" if plot else ""))

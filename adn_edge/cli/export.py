@@ -1,8 +1,10 @@
-"""``adn-edge export``: checkpoint -> one verified ONNX graph per sub-network."""
+"""``adn-edge export``: checkpoint -> one verified ONNX graph per sub-network (and, with
+``--segments``, the 2*S per-stage graphs of segmented mode)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -30,6 +32,9 @@ def register(app: typer.Typer) -> None:
         recal_samples: int = typer.Option(512, "--recal-samples", help="Images used per sub-network."),
         random_init: bool = typer.Option(False, "--random-init", help="No checkpoint: export a randomly "
                                                                       "initialised model (for trying the pipeline)."),
+        segments: bool = typer.Option(False, "--segments", help="Also write the 2*S segment graphs (each stage "
+                                      "full and skipped; chained, they run every sub-network) for segmented mode. "
+                                      "Not with --recalibrate."),
         as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     ) -> None:
         """Export sub-networks of an ADN checkpoint to ONNX, verified against PyTorch."""
@@ -50,13 +55,19 @@ def register(app: typer.Typer) -> None:
             from adn_edge.models import create_model, get_spec
             from adn_edge.models.random_weights import randomize
 
-            model = randomize(create_model(arch, num_classes=num_classes), input_size=input_size or get_spec(arch).input_size)
+            model = randomize(create_model(arch, num_classes=num_classes),
+                              input_size=input_size or get_spec(arch).input_size)
             source = {"path": None, "sha256": "random-init", "container": "none", "weights": "random-init"}
         else:
             from adn_edge import checkpoint as ckpt_mod
 
             model, ckpt = ckpt_mod.load(checkpoint, arch=arch, num_classes=num_classes, weights=weights)
             source = ckpt.source_record()
+        out_dir = out or default_out_dir(model.arch)
+        if segments:  # refused now, before recalibration data is read or anything is written
+            from adn_edge.export.segments import refuse_recalibration
+
+            refuse_recalibration(recalibrate is not None, out_dir)
         batches = None
         if recalibrate is not None:
             from adn_edge.train.recalibrate import batches_from_data, check_recalibratable
@@ -65,15 +76,23 @@ def register(app: typer.Typer) -> None:
             batches = batches_from_data(recalibrate, model.arch, recal_samples, input_size)
         opts = ExportOptions(fp16=fp16, dynamic_batch=static_batch is None, batch=static_batch or 1,
                              input_size=input_size, recalibration=batches, recalibration_source=recalibrate)
-        out_dir = out or default_out_dir(model.arch)
         exporter = Exporter(model, out_dir, source, opts)
         codes = exporter.resolve(subnet)
+        seg_exporter = None
+        if segments:
+            from adn_edge.export import segments as seg_mod
+
+            seg_exporter = seg_mod.SegmentExporter(exporter)  # shares the manifest the sub-networks go into
         if not as_json:
             console(stderr=True).print(f"{model.arch}: exporting {len(codes)} sub-network(s) to {out_dir} "
                                        f"(weights: {source['weights']})")
         results = exporter.export(codes, iterate=progress)
-        summary = {"arch": model.arch, "out": str(out_dir), "weights": source["weights"],
-                   "subnets": [r.summary() for r in results]}
+        summary: dict[str, Any] = {"arch": model.arch, "out": str(out_dir), "weights": source["weights"],
+                                   "subnets": [r.summary() for r in results]}
+        if seg_exporter is not None:
+            if not as_json:
+                console(stderr=True).print(f"{model.arch}: exporting {2 * seg_exporter.count} segment graphs")
+            summary["segments"] = seg_mod.summary(seg_exporter.export())
         if as_json:
             print_json(summary)
             return
@@ -85,3 +104,15 @@ def register(app: typer.Typer) -> None:
                          f"{p16.rel_err:.1e}" if p16 else "-", f"{r.seconds:.1f}"))
         table(f"exported to {out_dir} (parity: relative error of ONNX Runtime vs PyTorch)",
               ["code", "GMACs", "params", "nodes", "parity fp32", "parity fp16", "s"], rows)
+        if "segments" in summary:
+            _segments_table(out_dir, summary["segments"])
+
+
+def _segments_table(out_dir: Path, seg: dict[str, Any]) -> None:
+    parity = f"fp32 {seg['parity']['rel_err_max']:.1e}"
+    if seg.get("parity_fp16"):
+        parity += f", fp16 {seg['parity_fp16']['rel_err_max']:.1e}"
+    rows = [(p["index"], p["input"], p["output"], p["files"]["full"], p["files"]["skip"],
+             "yes" if "files_fp16" in p else "-") for p in seg["parts"]]
+    table(f"segments in {out_dir} (parity of all {2 ** seg['count']} chains, worst: {parity})",
+          ["part", "input", "output", "full", "skip", "fp16"], rows)

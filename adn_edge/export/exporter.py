@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from adn_edge import __version__, manifest, subnet
@@ -63,6 +64,15 @@ class ExportedSubnet:
         return {"code": self.code, "skip_cfg": subnet.to_skip_cfg(self.code), "files": self.files,
                 "gmacs": round(self.gmacs, 6), "params": self.params, "nodes": self.nodes,
                 "parity": {k: v.record() for k, v in self.parity.items()}, "seconds": round(self.seconds, 3)}
+
+
+def fp16_twin(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """The float16 form of a verified float32 graph (float32 I/O, float16 inside), for
+    TensorRT 11's strongly typed builds; its metadata says so, the rest is kept."""
+    g16 = og.to_float16(graph)
+    og.set_metadata(g16, {**og.metadata(graph), "adn.precision": "fp16"})
+    onnx.checker.check_model(g16)
+    return g16
 
 
 def default_out_dir(arch: str) -> Path:
@@ -175,9 +185,13 @@ class Exporter:
                 raise RuntimeError(f"{code}: initializer {name!r} differs from the one of the same name "
                                    "in another sub-network (stable naming broken)")
 
-    def _verify(self, code: str, model: ADNModel, data: bytes, tolerance: float, what: str) -> Parity:
+    def parity_x(self) -> np.ndarray:
+        """Parity inputs; a static-batch graph accepts only its own batch size."""
         opts = self.options
-        x = parity_inputs(self.input_size, opts.parity_samples if opts.dynamic_batch else opts.batch)
+        return parity_inputs(self.input_size, opts.parity_samples if opts.dynamic_batch else opts.batch)
+
+    def _verify(self, code: str, model: ADNModel, data: bytes, tolerance: float, what: str) -> Parity:
+        x = self.parity_x()
         result = compare(onnxruntime_logits(data, x), reference_logits(model, code, x), tolerance)
         if not result.ok:
             raise ParityError(
@@ -196,10 +210,7 @@ class Exporter:
         write_bytes(self.out_dir / name, data)
         files["onnx"] = name
         if self.options.fp16:
-            g16 = og.to_float16(graph)
-            og.set_metadata(g16, {**og.metadata(graph), "adn.precision": "fp16"})
-            onnx.checker.check_model(g16)
-            d16 = g16.SerializeToString()
+            d16 = fp16_twin(graph).SerializeToString()
             parity["onnx_fp16"] = self._verify(code, model, d16, self.options.fp16_tolerance, "fp16")
             name16 = onnx_name(self.model.arch, code, ".fp16")
             write_bytes(self.out_dir / name16, d16)

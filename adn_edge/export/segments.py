@@ -21,16 +21,26 @@ built with the same :class:`~adn_edge.materialize.Folder`.
 Like the monolithic export, nothing is written unless every one of the 2^S chains
 matches the ADN model's own forward (float64 relative error within tolerance);
 then the files are written atomically and recorded under the manifest's top-level
-``segments`` key::
+``segments`` key (``files_fp16``, ``parity_fp16`` and ``rel_err_fp16`` only with
+``ExportOptions.fp16``: the ``<arch>_seg{k}_{kind}.fp16.onnx`` twins, float16 inside
+and float32 at every boundary, which TensorRT 11's strongly typed fp16 segment
+engines are built from)::
 
     "segments": {"schema": 1, "count": S, "opset": 17,
       "parts": [{"index": 0, "input": "input", "output": "x1",
                  "input_shape": [null, 3, 224, 224], "output_shape": [null, 256, 56, 56],
                  "files": {"full": {"path": "resnet50_seg0_full.onnx", "sha256": ..., "bytes": ...},
-                           "skip": {...}}}, ...],
+                           "skip": {...}},
+                 "files_fp16": {"full": {"path": "resnet50_seg0_full.fp16.onnx", ...}, "skip": {...}}}, ...],
       "parity": {"rel_err_max": 2e-7, "tolerance": 1e-4, "samples": 2, "runtime": "onnxruntime-cpu"},
-      "subnets": {"1010": {"gmacs": ..., "params": ..., "rel_err": ...}, ...},
+      "parity_fp16": {"rel_err_max": 4e-4, "tolerance": 2e-2, "samples": 2, "runtime": "onnxruntime-cpu"},
+      "subnets": {"1010": {"gmacs": ..., "params": ..., "rel_err": ..., "rel_err_fp16": ...}, ...},
       "weights": {"bytes_unique": ..., "bytes_total": ...}}
+
+Segments are never recalibrated (:func:`refuse_recalibration` says why), and a
+re-export into a directory whose manifest is kept (same checkpoint, input shape and
+opset) keeps what it does not rewrite, TensorRT engine records included, as the
+monolithic export keeps a sub-network's other files.
 """
 
 from __future__ import annotations
@@ -47,26 +57,62 @@ from onnx import numpy_helper
 from torch import nn
 
 from adn_edge import __version__, manifest, subnet
-from adn_edge.errors import ParityError
+from adn_edge.errors import AdnError, ParityError
 from adn_edge.export import onnx_graph as og
-from adn_edge.export.exporter import Exporter, ExportOptions
-from adn_edge.export.parity import compare, parity_inputs, reference_logits
+from adn_edge.export.exporter import Exporter, ExportOptions, fp16_twin
+from adn_edge.export.parity import compare, reference_logits
 from adn_edge.fileio import write_bytes
 from adn_edge.materialize import stable_names
 from adn_edge.models.base import ADNModel
 
 SCHEMA = 1
 KINDS = {"1": "full", "0": "skip"}
+FORMS = {"fp32": ("", ""), "fp16": (".fp16", "_fp16")}
+"""Precision -> (file name variant, suffix of its manifest keys ``files``, ``parity``, ``rel_err``)."""
+
+_WHY_NOT_RECALIBRATED = (
+    "recalibration re-estimates the BatchNorm statistics of each sub-network separately, so the folded weights "
+    "of stage k depend on the whole code, not on stage k's flag alone, and no per-stage graph can stand for "
+    "every sub-network it is chained into")
+_RECALIBRATION_FIX = (
+    "Export the segments without --recalibrate into another directory (`adn-edge export CHECKPOINT --segments "
+    "--out OTHER_DIR`), or use the recalibrated monolithic graphs (leave --segments out).")
 
 
-def segment_file(arch: str, index: int, kind: str) -> str:
-    return f"{arch}_seg{index}_{kind}.onnx"
+def segment_file(arch: str, index: int, kind: str, variant: str = "") -> str:
+    return f"{arch}_seg{index}_{kind}{variant}.onnx"
 
 
 def io_names(index: int, count: int) -> tuple[str, str]:
     """(input, output) tensor names of part ``index`` of ``count``."""
     return (og.INPUT_NAME if index == 0 else f"x{index}",
             og.OUTPUT_NAME if index == count - 1 else f"x{index + 1}")
+
+
+def refuse_recalibration(recalibrate: bool, out_dir: str | Path) -> None:
+    """Refuse a recalibrated segment export, and segments beside recalibrated graphs.
+
+    Un-recalibrated segments are a different model from the recalibrated monolithic
+    graphs of the same codes: put in one directory, a switcher's segmented and
+    monolithic modes (and the parity figures) would silently disagree. Called before
+    anything is read or written, so a refused export leaves the directory as it was.
+    """
+    if recalibrate:
+        raise AdnError(f"Segment graphs cannot be exported with BatchNorm recalibration: {_WHY_NOT_RECALIBRATED}.",
+                       _RECALIBRATION_FIX)
+    if not manifest.path_in(out_dir).exists():
+        return
+    try:
+        old = manifest.load(out_dir)
+    except AdnError:
+        return  # unreadable: the exporter starts a fresh manifest, nothing is mixed
+    recal = old.get("recalibration")
+    if recal is not None:
+        data = recal.get("data") if isinstance(recal, dict) else None
+        raise AdnError(f"{str(out_dir)!r} holds sub-networks exported with BatchNorm recalibration (data: {data!r}), "
+                       f"and segment graphs cannot be recalibrated ({_WHY_NOT_RECALIBRATED}); un-recalibrated "
+                       "segments there would be a second, different model in the same directory.",
+                       _RECALIBRATION_FIX)
 
 
 def _trace(part: nn.Module, example: torch.Tensor, names: tuple[str, str], dynamic_batch: bool,
@@ -88,14 +134,41 @@ def _run_chain(sessions: list[dict[str, Any]], code: str, x: np.ndarray) -> np.n
     return v
 
 
-class SegmentExporter:
-    """Exports the 2*S segment graphs of one loaded model into a model directory."""
+def _check_names(graph: onnx.ModelProto, digests: dict[str, str], where: str) -> None:
+    for name, digest in og.initializer_digests(graph).items():
+        if digests.setdefault(name, digest) != digest:
+            raise RuntimeError(f"{where}: initializer {name!r} differs from the one of the same name "
+                               "in another segment (stable naming broken)")
 
-    def __init__(self, model: ADNModel, out_dir: str | Path, source: dict[str, Any] | None = None,
-                 options: ExportOptions | None = None) -> None:
-        self.exp = Exporter(model, out_dir, source or {"path": None, "sha256": "", "weights": "in-memory"}, options)
-        self.model = self.exp.model
-        self.count = model.num_skippable_stages
+
+def _merged(old: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` over an earlier segments record of this manifest. The exporter reuses a
+    manifest only for the same checkpoint, input shape, opset and recalibration, so
+    what ``new`` does not rewrite (TensorRT engine records, the fp16 forms of an
+    earlier ``--fp16`` export) still describes these graphs."""
+    if not isinstance(old, dict) or old.get("schema") != SCHEMA or old.get("count") != new["count"] \
+            or len(old.get("parts") or []) != new["count"]:
+        return new
+    out = {**old, **new}
+    out["parts"] = [{**o, **n} for o, n in zip(old["parts"], new["parts"], strict=True)]
+    subs = old.get("subnets") or {}
+    out["subnets"] = {c: {**subs.get(c, {}), **e} for c, e in new["subnets"].items()}
+    return out
+
+
+class SegmentExporter:
+    """Exports the 2*S segment graphs of one loaded model into a model directory.
+
+    Works through an :class:`Exporter` of that directory (its folder, costs, options
+    and opened manifest): the CLI passes the one that exported the monolithic graphs,
+    so both write one manifest instead of each saving a copy over the other's entries.
+    """
+
+    def __init__(self, exporter: Exporter) -> None:
+        refuse_recalibration(exporter.options.recalibration is not None, exporter.out_dir)
+        self.exp = exporter
+        self.model = exporter.model
+        self.count = self.model.num_skippable_stages
 
     def _examples(self) -> list[torch.Tensor]:
         """The tensor entering each part (traced with it); the same for either flag
@@ -137,75 +210,104 @@ class SegmentExporter:
         if og.op_counts(graph).get("BatchNormalization"):
             raise RuntimeError(f"segment {index} ({KINDS[flag]}): BatchNormalization survived folding")
         onnx.checker.check_model(graph)
-        for name, digest in og.initializer_digests(graph).items():
-            if digests.setdefault(name, digest) != digest:
-                raise RuntimeError(f"segment {index}: initializer {name!r} differs from the one of the same name "
-                                   "in another segment (stable naming broken)")
+        _check_names(graph, digests, f"segment {index}")
         return graph
 
-    def export(self) -> dict[str, Any]:
+    def _verify(self, forms: list[dict[str, bytes]], x: np.ndarray, refs: dict[str, np.ndarray], tolerance: float,
+                precision: str) -> dict[str, float]:
+        """Relative error of every chained sub-network; a ParityError (nothing written) above ``tolerance``."""
         import onnxruntime as ort
 
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sessions = [{f: ort.InferenceSession(d, so, providers=["CPUExecutionProvider"]) for f, d in pair.items()}
+                    for pair in forms]
+        errors = {}
+        for code, ref in refs.items():
+            result = compare(_run_chain(sessions, code, x), ref, tolerance)
+            if not result.ok:
+                raise ParityError(
+                    f"{self.model.arch} {code} (segmented, {precision}): the chained segment graphs differ from "
+                    f"PyTorch by relative error {result.rel_err:.3g} (> {tolerance:g}); nothing was written.")
+            errors[code] = result.rel_err
+        return errors
+
+    def export(self) -> dict[str, Any]:
         examples = self._examples()
         digests: dict[str, str] = {}
-        graphs: list[dict[str, bytes]] = []
+        digests16: dict[str, str] = {}
+        opts = self.exp.options
+        forms: dict[str, list[dict[str, bytes]]] = {p: [] for p in FORMS if p == "fp32" or opts.fp16}
         sizes: dict[str, int] = {}
         total = 0
         for k in range(self.count):
-            pair = {}
+            pairs: dict[str, dict[str, bytes]] = {p: {} for p in forms}
             for flag in KINDS:
                 g = self._graph(k, flag, examples[k], digests)
                 for init in g.graph.initializer:
                     nbytes = numpy_helper.to_array(init).nbytes
                     sizes[init.name] = nbytes
                     total += nbytes
-                pair[flag] = g.SerializeToString()
-            graphs.append(pair)
+                pairs["fp32"][flag] = g.SerializeToString()
+                if "fp16" in pairs:
+                    g16 = fp16_twin(g)
+                    _check_names(g16, digests16, f"segment {k} (fp16)")
+                    pairs["fp16"][flag] = g16.SerializeToString()
+            for p, pair in pairs.items():
+                forms[p].append(pair)
 
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        sessions = [{f: ort.InferenceSession(d, so, providers=["CPUExecutionProvider"]) for f, d in pair.items()}
-                    for pair in graphs]
-        opts = self.exp.options
-        x = parity_inputs(self.exp.input_size, opts.parity_samples)
-        per_code: dict[str, Any] = {}
-        worst = 0.0
-        for code in subnet.all_codes(self.count):
-            result = compare(_run_chain(sessions, code, x), reference_logits(self.model, code, x), opts.tolerance)
-            if not result.ok:
-                raise ParityError(
-                    f"{self.model.arch} {code} (segmented): the chained segment graphs differ from PyTorch by "
-                    f"relative error {result.rel_err:.3g} (> {opts.tolerance:g}); nothing was written.")
-            worst = max(worst, result.rel_err)
-            cost = self.exp.costs[code]
-            per_code[code] = {"gmacs": round(cost.gmacs, 6), "params": cost.params, "rel_err": result.rel_err}
+        x = self.exp.parity_x()
+        refs = {code: reference_logits(self.model, code, x) for code in subnet.all_codes(self.count)}
+        tolerance = {"fp32": opts.tolerance, "fp16": opts.fp16_tolerance}
+        errors = {p: self._verify(graphs, x, refs, tolerance[p], p) for p, graphs in forms.items()}
 
         out_dir = self.exp.out_dir
         arch = self.model.arch
         parts = []
-        for k, pair in enumerate(graphs):
-            files = {}
-            for flag, data in pair.items():
-                name = segment_file(arch, k, KINDS[flag])
-                write_bytes(out_dir / name, data)
-                files[KINDS[flag]] = manifest.file_record(out_dir, name)
+        for k in range(self.count):
             in_name, out_name = io_names(k, self.count)
             in_shape = list(examples[k].shape)
             out_shape = list(examples[k + 1].shape) if k + 1 < self.count else [in_shape[0], self.model.num_classes]
             if opts.dynamic_batch:
                 in_shape[0] = out_shape[0] = None
-            parts.append({"index": k, "input": in_name, "output": out_name, "input_shape": in_shape,
-                          "output_shape": out_shape, "files": files})
-        record = {
-            "schema": SCHEMA, "count": self.count, "opset": opts.opset, "parts": parts,
-            "parity": {"rel_err_max": worst, "tolerance": opts.tolerance, "samples": int(x.shape[0]),
-                       "runtime": "onnxruntime-cpu"},
-            "subnets": per_code,
-            "weights": {"bytes_unique": sum(sizes.values()), "bytes_total": total},
-        }
+            part: dict[str, Any] = {"index": k, "input": in_name, "output": out_name, "input_shape": in_shape,
+                                    "output_shape": out_shape}
+            for p, graphs in forms.items():
+                variant, suffix = FORMS[p]
+                files = {}
+                for flag, data in graphs[k].items():
+                    name = segment_file(arch, k, KINDS[flag], variant)
+                    write_bytes(out_dir / name, data)
+                    files[KINDS[flag]] = manifest.file_record(out_dir, name)
+                part["files" + suffix] = files
+            parts.append(part)
+        per_code: dict[str, Any] = {}
+        for code in refs:
+            cost = self.exp.costs[code]
+            per_code[code] = {"gmacs": round(cost.gmacs, 6), "params": cost.params,
+                              **{"rel_err" + FORMS[p][1]: e[code] for p, e in errors.items()}}
+        record: dict[str, Any] = {"schema": SCHEMA, "count": self.count, "opset": opts.opset, "parts": parts}
+        for p, e in errors.items():
+            record["parity" + FORMS[p][1]] = {"rel_err_max": max(e.values()), "tolerance": tolerance[p],
+                                              "samples": int(x.shape[0]), "runtime": "onnxruntime-cpu"}
+        record.update(subnets=per_code, weights={"bytes_unique": sum(sizes.values()), "bytes_total": total})
+        record = _merged(self.exp.manifest.get("segments"), record)
         self.exp.manifest["segments"] = record
         manifest.save(out_dir, self.exp.manifest)
         return record
+
+
+def summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The segments record as ``adn-edge export --json`` prints it: file names, not hashes."""
+    parts = []
+    for part in record["parts"]:
+        entry = {k: part[k] for k in ("index", "input", "output")}
+        for key in ("files", "files_fp16"):
+            if key in part:
+                entry[key] = {kind: rec["path"] for kind, rec in part[key].items()}
+        parts.append(entry)
+    return {"count": record["count"], "parts": parts, "parity": record["parity"],
+            "parity_fp16": record.get("parity_fp16"), "weights": record["weights"]}
 
 
 def export_segments(model: ADNModel, out_dir: str | Path, source: dict[str, Any] | None = None,
@@ -213,6 +315,10 @@ def export_segments(model: ADNModel, out_dir: str | Path, source: dict[str, Any]
     """Export the 2*S segment graphs of ``model`` into ``out_dir`` (see the module docstring).
 
     Returns the manifest's ``segments`` record. Use the same ``source`` as for the
-    monolithic export so both land in one manifest.
+    monolithic export so both land in one manifest. Refused (AdnError) with
+    ``options.recalibration`` or into a directory of recalibrated graphs.
     """
-    return SegmentExporter(model, out_dir, source, options).export()
+    options = options or ExportOptions()
+    refuse_recalibration(options.recalibration is not None, out_dir)  # before the exporter creates the directory
+    exporter = Exporter(model, out_dir, source or {"path": None, "sha256": "", "weights": "in-memory"}, options)
+    return SegmentExporter(exporter).export()

@@ -5,7 +5,9 @@ code to decide):
 
 * ``bench-<device>.json`` (CONTRACTS.md section 3, written by ``adn-edge bench``):
   latency per sub-network (``latency_ms.{mean,p50,p90,p99,...}``) and, when a power
-  meter was used, ``energy_mj`` (``null`` otherwise).
+  meter was used, ``energy_mj`` (``null`` otherwise). ``bench-<device>-segmented.json``
+  (``adn-edge bench --segmented``) is a segmented run's; :func:`find_bench` gives
+  segmented switchers those and monolithic switchers the others.
 * ``eval*.json``, accuracy per sub-network, in this shape (schema 1)::
 
       {"schema": 1, "dataset": "imagenet-val",
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from adn_edge import subnet
+from adn_edge.bench.report import bench_filename
 from adn_edge.errors import AdnError
 from adn_edge.fileio import read_json
 
@@ -75,32 +78,60 @@ def _newest(paths: Sequence[Path]) -> Path:
     return max(paths, key=lambda p: (p.stat().st_mtime, p.name))
 
 
-def find_bench(directory: Path, device: str | None = None, backend: str | None = None) -> Path | None:
-    """The bench report to trust: ``bench-<device>.json`` when a device is named, else
-    the newest report made with ``backend`` (else the newest of all)."""
+def find_bench(directory: Path, device: str | None = None, backend: str | None = None,
+               segmented: bool | None = None) -> Path | None:
+    """The bench report to trust for a switcher of ``backend`` (in segmented mode when
+    ``segmented``, which defaults to the backend's name ending in ``-segmented``, as a
+    segmented switcher's does).
+
+    Monolithic: ``bench-<device>.json`` when a device is named, else the newest report
+    made with ``backend``, else the newest of all; segmented reports are never used.
+    They time other graphs (a boundary per stage, no fusion across it), and ignoring
+    them keeps every monolithic choice what it was before segmented reports existed.
+
+    Segmented: its own kind first (``bench-<device>-segmented.json``, else the newest
+    segmented report of ``backend``), then the monolithic report of the same device
+    or backend as a stand-in (what segmented switchers used before segmented reports
+    existed: the same sub-networks, short of the boundary costs, ~1 % on ONNX Runtime
+    CPU; :class:`Policy` notes it), then the newest segmented report of any backend,
+    then the newest of all. A close measurement beats none, with which no latency
+    budget can be honoured at all.
+    """
+    seg = _is_segmented(backend, segmented)
     if device is not None:
-        p = directory / f"bench-{device}.json"
-        if not p.exists():
-            have = ", ".join(sorted(q.name for q in directory.glob(BENCH_GLOB))) or "none"
-            raise AdnError(f"{str(directory)!r} has no {p.name} (benchmark reports there: {have}).",
-                           f"Create it with `adn-edge bench {directory} --device {device}`.")
-        return p
-    found = sorted(directory.glob(BENCH_GLOB))
-    if not found:
-        return None
-    if backend is not None:
-        same = [p for p in found if _bench_backend(p) == backend.replace("-segmented", "")]
+        names = [bench_filename(device, True), bench_filename(device)] if seg else [bench_filename(device)]
+        for name in names:
+            if (directory / name).exists():
+                return directory / name
+        have = ", ".join(sorted(q.name for q in directory.glob(BENCH_GLOB))) or "none"
+        raise AdnError(f"{str(directory)!r} has no {' or '.join(names)} (benchmark reports there: {have}).",
+                       f"Create it with `adn-edge bench {directory} --device {device}{' --segmented' if seg else ''}`.")
+    found = [(p, *_bench_kind(p)) for p in sorted(directory.glob(BENCH_GLOB))]
+    base = backend.removesuffix("-segmented") if backend is not None else None
+    # In order of preference: (same backend?, segmented?); None matches any backend.
+    order = [(base, True), (base, False), (None, True), (None, False)] if seg else [(base, False), (None, False)]
+    for want_backend, want_seg in order:
+        same = [p for p, b, s in found if s == want_seg and (want_backend is None or b == want_backend)]
         if same:
             return _newest(same)
-    return _newest(found)
+    return None
 
 
-def _bench_backend(path: Path) -> str | None:
+def _is_segmented(backend: str | None, segmented: bool | None) -> bool:
+    """``segmented`` when given, else what a switcher's backend name says (``onnxruntime-segmented``)."""
+    return segmented if segmented is not None else bool(backend and backend.endswith("-segmented"))
+
+
+def _bench_kind(path: Path) -> tuple[str | None, bool]:
+    """(backend, segmented) of a report; an unreadable one stays a candidate (by its
+    name), so that choosing it fails with load_bench's clear error, not silently."""
     try:
         data = read_json(path, "benchmark report")
     except AdnError:
-        return None
-    return data.get("backend") if isinstance(data, dict) else None
+        data = None
+    if not isinstance(data, dict):
+        return None, path.name.endswith("-segmented.json")
+    return data.get("backend"), data.get("segmented") is True
 
 
 def load_bench(path: Path) -> dict[str, Any]:
@@ -151,7 +182,11 @@ class Policy:
     @classmethod
     def from_directory(cls, directory: str | os.PathLike[str], manifest: Mapping[str, Any] | None = None,
                        codes: Sequence[str] | None = None, *, device: str | None = None, backend: str | None = None,
-                       stat: str = "p99", energy_key: str = "energy_mj", metric: str = "top1") -> Policy:
+                       segmented: bool | None = None, stat: str = "p99", energy_key: str = "energy_mj",
+                       metric: str = "top1") -> Policy:
+        """Read the manifest, the bench report (:func:`find_bench`: ``device``, ``backend``
+        and ``segmented`` pick it) and the evaluation; ``stat`` is the latency statistic
+        budgets are held to."""
         from adn_edge import manifest as manifest_mod
 
         directory = Path(directory)
@@ -163,14 +198,18 @@ class Policy:
         for c, e in (m.get("segments") or {}).get("subnets", {}).items():
             gmacs.setdefault(c, e.get("gmacs"))
         codes = list(codes) if codes is not None else list(gmacs)
-        bench_path = find_bench(directory, device, backend)
-        bench = load_bench(bench_path)["subnets"] if bench_path else {}
-        bench = {subnet.parse_code(c, num_stages): e for c, e in bench.items()}
+        segmented = _is_segmented(backend, segmented)
+        bench_path = find_bench(directory, device, backend, segmented)
+        report = load_bench(bench_path) if bench_path else {}
+        bench = {subnet.parse_code(c, num_stages): e for c, e in report.get("subnets", {}).items()}
         eval_path = find_eval(directory)
         accuracy = load_eval(eval_path, num_stages, metric) if eval_path else {}
         if not accuracy:  # a bench report may carry accuracies as extra keys
             accuracy = {c: float(e["accuracy"]) for c, e in bench.items() if e.get("accuracy") is not None}
         notes = []
+        if segmented and bench_path and report.get("segmented") is not True:
+            notes.append(f"latencies from {bench_path.name}, measured on the monolithic graphs: segmented runs add "
+                         "a graph boundary per stage (`adn-edge bench --segmented` measures them)")
         if accuracy and any(c not in accuracy for c in codes):
             missing = [c for c in codes if c not in accuracy]
             notes.append(f"no accuracy for {', '.join(missing)}: they are never chosen")
@@ -181,6 +220,8 @@ class Policy:
             cands[c] = Candidate(c, _latency(e, stat) if e else None, None if energy is None else float(energy),
                                  accuracy.get(c), None if gmacs.get(c) is None else float(gmacs[c]))
         sources = {"bench": str(bench_path) if bench_path else None, "eval": str(eval_path) if eval_path else None,
+                   "bench_mode": None if not bench_path else "segmented" if report.get("segmented") is True
+                   else "monolithic",
                    "quality": "accuracy" if accuracy else "gmacs", "stat": stat, "energy_key": energy_key}
         return cls(cands, sources, notes)
 

@@ -13,9 +13,11 @@ import sys
 
 import pytest
 
+from adn_edge import manifest
 from adn_edge.bench.harness import BenchOptions, run_bench
 from adn_edge.bench.report import validate_bench
 from adn_edge.export import export
+from adn_edge.export.segments import export_segments
 from adn_edge.models import create_model
 from adn_edge.models.random_weights import randomize
 from tests._util import FIXTURES, run_cli
@@ -83,3 +85,27 @@ def test_bad_inputs_exit_2(model_dir, tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no tegrastats anywhere
     code, _, err = run_cli(["bench", model_dir, "--device", "cpu", "--power", "tegrastats"], capsys)
     assert code == 2 and "tegrastats" in err
+
+
+def test_segmented_bench_is_reported_apart(tmp_path, capsys) -> None:
+    """A segmented run writes bench-cpu-segmented.json (marked ``segmented``) and leaves the
+    monolithic report alone, and the other way round."""
+    model = randomize(create_model("resnet_tiny"), input_size=32)
+    export(model, tmp_path, ["1111"])
+    export_segments(model, tmp_path)
+    code, out, err = run_cli(["bench", tmp_path, "--device", "cpu", "--segmented", "--subnet", "1111", "--subnet",
+                              "0000", "-n", "5", "--warmup", "1", "--warmup-seconds", "0"], capsys)
+    assert code == 0, err
+    out = out.replace("\n", "")  # rich wraps at the terminal width
+    assert "(segmented)" in out and "bench-cpu-segmented.json" in out
+    assert not (tmp_path / "bench-cpu.json").exists() and (tmp_path / "bench-cpu-segmented.csv").exists()
+    seg = json.loads((tmp_path / "bench-cpu-segmented.json").read_text())
+    validate_bench(seg)
+    assert seg["segmented"] is True and seg["backend"] == "onnxruntime"
+    assert seg["runtime"]["backend"] == "onnxruntime-segmented" and seg["runtime"]["engine"]["segments"] == 8
+    # 0000 has no monolithic graph here: its cost comes from the segments record
+    assert seg["subnets"]["0000"]["gmacs"] == manifest.load(tmp_path)["segments"]["subnets"]["0000"]["gmacs"]
+    mono = run_bench(tmp_path, BenchOptions(subnets=["1111"], iterations=5, warmup_iters=1, warmup_s=0))
+    assert mono["segmented"] is False and mono["runtime"]["backend"] == "onnxruntime"
+    assert json.loads((tmp_path / "bench-cpu.json").read_text())["created"] == mono["created"]
+    assert json.loads((tmp_path / "bench-cpu-segmented.json").read_text()) == seg

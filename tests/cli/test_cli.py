@@ -110,3 +110,47 @@ def test_console_script_exit_codes() -> None:
     r = subprocess.run([sys.executable, "-m", "adn_edge.cli.app", "subnets", "--bogus"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
+
+
+def test_export_segments_beside_the_subnets(tmp_path, capsys) -> None:
+    """--segments writes the segment graphs after the sub-networks, into the same manifest,
+    with --fp16, --static-batch and --input-size applied to them too."""
+    from adn_edge import manifest
+    from adn_edge.fileio import sha256_file
+
+    out = tmp_path / "m"
+    code, stdout, err = run_cli(["export", "--random-init", "--arch", "resnet_tiny", "--subnet", "1010", "--segments",
+                                 "--fp16", "--static-batch", "2", "--input-size", "40", "--out", out, "--json"], capsys)
+    assert code == 0, err
+    seg = json.loads(stdout)["segments"]
+    assert seg["count"] == 4 and seg["parity"]["rel_err_max"] <= seg["parity"]["tolerance"]
+    assert seg["parity_fp16"]["rel_err_max"] <= seg["parity_fp16"]["tolerance"]
+    m = manifest.load(out)
+    assert list(m["subnets"]) == ["1010"]  # the sub-network's entry survived the segments' manifest save
+    assert len(m["segments"]["subnets"]) == 16
+    for k, (part, rec) in enumerate(zip(seg["parts"], m["segments"]["parts"], strict=True)):
+        for key, variant in (("files", ""), ("files_fp16", ".fp16")):
+            for kind in ("full", "skip"):
+                assert part[key][kind] == rec[key][kind]["path"] == f"resnet_tiny_seg{k}_{kind}{variant}.onnx"
+                assert sha256_file(out / rec[key][kind]["path"]) == rec[key][kind]["sha256"]
+    assert m["segments"]["parts"][0]["input_shape"] == [2, 3, 40, 40]
+    import onnx
+
+    graph = onnx.load(str(out / "resnet_tiny_seg0_skip.fp16.onnx")).graph
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [2, 3, 40, 40]  # in the twins too
+
+
+def test_export_segments_refuses_recalibration(tiny_ckpt, tmp_path, capsys) -> None:
+    bad(["export", "--random-init", "--arch", "resnet_tiny", "--segments", "--recalibrate", "builtin",
+         "--out", tmp_path / "r"], capsys, "cannot be exported with BatchNorm recalibration", "--out OTHER_DIR")
+    assert not (tmp_path / "r").exists()  # refused before the directory was even created
+    # A directory of recalibrated graphs: segments (and this export's sub-networks) stay out of it.
+    from adn_edge.export import ExportOptions, export
+
+    d = tmp_path / "recal"
+    export(create_model("resnet_tiny").eval(), d, ["1111"],
+           options=ExportOptions(recalibration=[torch.randn(8, 3, 32, 32)], recalibration_source="builtin"))
+    before = sorted(p.name for p in d.iterdir()), (d / "manifest.json").read_bytes()
+    bad(["export", tiny_ckpt, "--arch", "resnet_tiny", "--subnet", "0000", "--segments", "--out", d], capsys,
+        "BatchNorm recalibration (data: 'builtin')", "another directory")
+    assert (sorted(p.name for p in d.iterdir()), (d / "manifest.json").read_bytes()) == before

@@ -19,16 +19,9 @@ from adn_edge import manifest, subnet
 from adn_edge.errors import ParityError
 from adn_edge.export import Exporter, ExportOptions, export
 from adn_edge.export.parity import onnxruntime_logits
-from adn_edge.models import create_model
-from adn_edge.models.random_weights import randomize
 from tests._util import rel_err
 
 ARCH = "resnet_tiny"
-
-
-@pytest.fixture(scope="module")
-def model():
-    return randomize(create_model(ARCH), seed=7, input_size=32)
 
 
 @pytest.fixture(scope="module")

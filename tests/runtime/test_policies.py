@@ -15,7 +15,7 @@ from tests.runtime._helpers import CODES
 
 
 def bench_report(latency: dict[str, float], energy: dict[str, float] | None = None, backend: str = "onnxruntime",
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", segmented: bool | None = None) -> dict:
     subnets = {}
     for code, ms in latency.items():
         e = None if energy is None else energy[code]
@@ -23,8 +23,11 @@ def bench_report(latency: dict[str, float], energy: dict[str, float] | None = No
                                         "min": ms * 0.8, "max": ms * 1.2},
                          "throughput_ips": 1000 / ms, "iterations": 100, "power_w": None if e is None else 5.0,
                          "energy_mj": e, "energy_above_idle_mj": None, "power_samples": None}
-    return {"schema": 1, "device": {"kind": device, "name": "test", "power_mode": None}, "backend": backend,
-            "batch": 1, "power": {"source": "none"}, "subnets": subnets}
+    report = {"schema": 1, "device": {"kind": device, "name": "test", "power_mode": None}, "backend": backend,
+              "batch": 1, "power": {"source": "none"}, "subnets": subnets}
+    if segmented is not None:  # reports from before segmented runs existed have no such key
+        report["segmented"] = segmented
+    return report
 
 
 def cost(code: str) -> float:
@@ -142,3 +145,65 @@ def test_switcher_policy_methods(model_dir, tmp_path):
         assert sw.fastest_within(latency_ms=cost("1010")) == "1010"
         assert sw.most_accurate_within(latency_ms=cost("1010") - 0.01) == "0000"
         assert sw.pareto() == ["0000", "1010", "1111"]
+
+
+def bench_of(policy: Policy) -> str:
+    return os.path.basename(policy.sources["bench"] or "none")
+
+
+def test_monolithic_policies_ignore_segmented_reports(pdir):
+    write(pdir, "bench-cpu.json", bench_report({c: 1.0 for c in CODES}))
+    write(pdir, "bench-cpu-segmented.json", bench_report({c: 2.0 for c in CODES}, segmented=True))
+    os.utime(pdir / "bench-cpu.json", (1, 1))  # older, but the only monolithic one
+    for kwargs in ({}, {"backend": "onnxruntime"}, {"device": "cpu"}, {"segmented": False}):
+        p = Policy.from_directory(pdir, **kwargs)
+        assert bench_of(p) == "bench-cpu.json" and p.sources["bench_mode"] == "monolithic", kwargs
+        assert p.candidates["1111"].latency_ms == 1.0
+    (pdir / "bench-cpu.json").unlink()
+    p = Policy.from_directory(pdir, backend="onnxruntime")
+    assert p.sources["bench"] is None
+    with pytest.raises(AdnError, match="adn-edge bench"):
+        p.fastest_within(10.0)
+    with pytest.raises(AdnError, match="has no bench-cpu.json") as e:
+        Policy.from_directory(pdir, device="cpu")
+    assert "--segmented" not in (e.value.hint or "")
+
+
+def test_segmented_policies_prefer_segmented_reports_of_their_backend(pdir):
+    write(pdir, "bench-cpu.json", bench_report({c: 1.0 for c in CODES}))
+    write(pdir, "bench-cpu-segmented.json", bench_report({c: 2.0 for c in CODES}, segmented=True))
+    write(pdir, "bench-cuda-segmented.json", bench_report({c: 3.0 for c in CODES}, backend="torch", device="cuda",
+                                                          segmented=True))
+    os.utime(pdir / "bench-cpu-segmented.json", (1, 1))  # the oldest, but the one of this backend and mode
+    for kwargs in ({"backend": "onnxruntime-segmented"}, {"backend": "onnxruntime", "segmented": True},
+                   {"device": "cpu", "segmented": True}):
+        p = Policy.from_directory(pdir, **kwargs)
+        assert bench_of(p) == "bench-cpu-segmented.json" and p.sources["bench_mode"] == "segmented", kwargs
+        assert p.candidates["1111"].latency_ms == 2.0 and not p.notes
+    assert bench_of(Policy.from_directory(pdir, segmented=True)) == "bench-cuda-segmented.json"  # newest segmented
+
+
+def test_segmented_policies_fall_back_to_monolithic_reports_with_a_note(pdir):
+    write(pdir, "bench-cpu.json", bench_report({c: 1.0 for c in CODES}))
+    write(pdir, "bench-cuda-segmented.json", bench_report({c: 3.0 for c in CODES}, backend="torch", device="cuda",
+                                                          segmented=True))
+    os.utime(pdir / "bench-cpu.json", (1, 1))
+    for kwargs in ({"backend": "onnxruntime-segmented"}, {"device": "cpu", "segmented": True}):
+        p = Policy.from_directory(pdir, **kwargs)
+        assert bench_of(p) == "bench-cpu.json" and p.sources["bench_mode"] == "monolithic", kwargs
+        assert "measured on the monolithic graphs" in p.notes[0]
+    with pytest.raises(AdnError, match="no bench-orin-segmented.json or bench-orin.json") as e:
+        Policy.from_directory(pdir, device="orin", segmented=True)
+    assert "--device orin --segmented" in (e.value.hint or "")
+
+
+def test_switchers_read_the_report_of_their_mode(model_dir, tmp_path):
+    d = tmp_path / "d"
+    shutil.copytree(model_dir, d)
+    write(d, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}))
+    write(d, "bench-cpu-segmented.json", bench_report({c: 2 * cost(c) for c in CODES}, segmented=True))
+    with EngineSwitcher.open(d, subnets=["1111", "0000"], threads=1, warmup=False) as mono, \
+            EngineSwitcher.open(d, segmented=True, threads=1, warmup=False) as seg:
+        assert bench_of(mono.policy) == "bench-cpu.json"
+        assert bench_of(seg.policy) == "bench-cpu-segmented.json"
+        assert seg.policy.candidates["1111"].latency_ms == 2 * cost("1111")

@@ -8,6 +8,7 @@ import pytest
 from onnx import numpy_helper
 
 from adn_edge import manifest
+from adn_edge.errors import AdnError
 from adn_edge.export.segments import io_names, segment_file
 from adn_edge.fileio import sha256_file
 from adn_edge.runtime import EngineSwitcher
@@ -70,6 +71,10 @@ def test_segmented_chain_equals_monolithic(model_dir, inputs):
             assert rel_err(seg.infer(inputs[4], code), mono.infer(inputs[4], code)) <= TOL
 
 
-def test_segmented_precision_is_fp32_only(model_dir):
-    with pytest.raises(Exception, match="fp32"):
+def test_segmented_precisions(model_dir):
+    """fp32, or fp16 where `export --segments --fp16` wrote the twins (tests/export); never int8."""
+    with pytest.raises(AdnError, match="fp32 or fp16 segment graphs; precision='int8'"):
+        EngineSwitcher.open(model_dir, segmented=True, precision="int8")
+    with pytest.raises(AdnError, match="no fp16 segment graphs") as e:
         EngineSwitcher.open(model_dir, segmented=True, precision="fp16")
+    assert "--segments --fp16" in (e.value.hint or "")
