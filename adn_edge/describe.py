@@ -36,9 +36,16 @@ def _directory(p: Path) -> dict[str, Any]:
                         "files": sorted(e.get("files", {})), "engines": sorted(e.get("engines", {})),
                         "parity_fp32": e.get("parity", {}).get("onnx", {}).get("rel_err")})
     extra = sorted(q.name for q in p.iterdir() if q.suffix == ".json" and q.name != manifest.FILENAME)
+    segments = []
+    for part in (data.get("segments") or {}).get("parts") or []:
+        for kind in ("full", "skip"):
+            files = ["onnx"] + (["onnx_fp16"] if kind in (part.get("files_fp16") or {}) else [])
+            segments.append({"segment": part.get("index"), "kind": kind, "input_shape": part.get("input_shape"),
+                             "output_shape": part.get("output_shape"), "files": files,
+                             "engines": sorted(((part.get("engines") or {}).get(kind) or {}))})
     return {"kind": "model-directory", "path": str(p), "arch": data["arch"], "num_stages": data["num_stages"],
             "num_classes": data["num_classes"], "input": data["input"], "source": data.get("source"),
-            "opset": data.get("opset"), "subnets": subnets, "results": extra}
+            "opset": data.get("opset"), "subnets": subnets, "segments": segments, "results": extra}
 
 
 def _onnx(p: Path) -> dict[str, Any]:
@@ -84,6 +91,11 @@ def _engine(p: Path) -> dict[str, Any]:
             for prec, rec in e.get("engines", {}).items():
                 if rec.get("path") == p.name:
                     info.update({"subnet": code, "precision": prec, "record": rec})
+        for part in (data.get("segments") or {}).get("parts") or []:
+            for kind, by_precision in (part.get("engines") or {}).items():
+                for prec, rec in by_precision.items():
+                    if rec.get("path") == p.name:
+                        info.update({"segment": part.get("index"), "form": kind, "precision": prec, "record": rec})
     info["note"] = "engines are specific to the TensorRT version and GPU that built them"
     return info
 

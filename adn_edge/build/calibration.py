@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -206,6 +206,23 @@ class CalibrationSet:
                 "images_sha256": self.digest(), "preprocess": self.preprocess.as_record()}
 
 
+class CalibrationData(Protocol):
+    """What the INT8 calibrator reads: fixed-size float32 batches of the graph's input.
+    :class:`CalibrationSet` (images) and
+    :class:`~adn_edge.build.segment_calibration.SegmentCalibration` (feature maps)."""
+
+    batch_size: int
+    images: list[Path]
+    warnings: list[str]
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    def __len__(self) -> int: ...
+    def batches(self) -> Iterator[np.ndarray]: ...
+    def digest(self) -> str: ...
+    def as_record(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class CalibrationPlan:
     """How one INT8 build gets its scales: from ``data`` through the entropy
@@ -214,4 +231,4 @@ class CalibrationPlan:
 
     cache_path: Path
     reuse_cache: bool
-    data: CalibrationSet | None = None
+    data: CalibrationData | None = None

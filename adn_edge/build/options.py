@@ -28,12 +28,13 @@ DEFAULT_CALIB_BATCH = 8
 
 @dataclass(frozen=True)
 class ProfileShapes:
-    """The optimisation profile of the (only) input: min, opt and max NCHW shapes."""
+    """The optimisation profile of the (only) input: min, opt and max shapes (NCHW for
+    images; a segment's input is a feature map or token tensor of any rank)."""
 
     input_name: str
-    min: tuple[int, int, int, int]
-    opt: tuple[int, int, int, int]
-    max: tuple[int, int, int, int]
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
 
     def as_record(self) -> dict[str, list[int]]:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
@@ -167,24 +168,30 @@ def make_options(
     return BuildOptions(prec, lo, opt, hi, ws, opt_level, cb)
 
 
-def profile_shapes(input_spec: Mapping[str, Any], options: BuildOptions) -> ProfileShapes:
-    """Min/opt/max input shapes for the optimisation profile (only N varies)."""
+def profile_shapes(input_spec: Mapping[str, Any], options: BuildOptions, image: bool = True) -> ProfileShapes:
+    """Min/opt/max input shapes for the optimisation profile (only N varies).
+
+    ``image``: the model's own input, NCHW. Segment graphs (``image=False``) take the
+    previous segment's output, whose rank depends on the architecture (NCHW for a
+    CNN, tokens for a ViT); only its batch dimension may be dynamic.
+    """
     shape = input_spec.get("shape")
-    if not isinstance(shape, Sequence) or len(shape) != 4:
-        raise AdnError(f"The manifest's input shape {shape!r} is not NCHW with 4 dimensions; it is damaged.",
+    if not isinstance(shape, Sequence) or (len(shape) != 4 if image else len(shape) < 2):
+        what = "NCHW with 4 dimensions" if image else "a batched shape"
+        raise AdnError(f"The manifest's input shape {shape!r} is not {what}; it is damaged.",
                        "Re-export the model directory.")
-    chw = shape[1:]
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in chw):
+    rest = shape[1:]
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in rest):
         raise AdnError(
-            f"The input's channel/height/width {list(chw)!r} are not fixed positive sizes; adn-edge builds "
+            f"The input's non-batch dimensions {list(rest)!r} are not fixed positive sizes; adn-edge builds "
             "engines for a fixed image size with a dynamic batch only.",
             "Re-export with a fixed --input-size.",
         )
-    c, h, w = (int(d) for d in chw)
+    dims = tuple(int(d) for d in rest)
     name = str(input_spec.get("name") or "input")
     return ProfileShapes(
         input_name=name,
-        min=(options.min_batch, c, h, w),
-        opt=(options.opt_batch, c, h, w),
-        max=(options.max_batch, c, h, w),
+        min=(options.min_batch, *dims),
+        opt=(options.opt_batch, *dims),
+        max=(options.max_batch, *dims),
     )

@@ -11,7 +11,7 @@ All plain Python; the TensorRT-facing code only executes the jobs.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -112,7 +112,8 @@ PRECISION_SUPPORT = {
 }
 
 
-def select_source(files: Mapping[str, Any], precision: str, trt_major: int, calibrate: bool, code: str) -> Source:
+def select_source(files: Mapping[str, Any], precision: str, trt_major: int, calibrate: bool, code: str,
+                  unit: Unit | None = None) -> Source:
     """Pick the graph and the precision mechanism for one engine.
 
     TensorRT 10 builds every precision from the float32 graph with builder flags
@@ -122,6 +123,20 @@ def select_source(files: Mapping[str, Any], precision: str, trt_major: int, cali
     """
     if precision not in PRECISIONS:
         raise AdnError(f"Unknown precision {precision!r}.")
+    segment = unit is not None and unit.segment is not None
+    what = unit.what if unit is not None else f"sub-network {code}"
+    What = what[:1].upper() + what[1:]  # noqa: N806 - the sentence-initial form
+    export_cmd = "`adn-edge export ... --segments`" if segment else f"`adn-edge export ... --subnet {code}`"
+    if segment and precision in ("int8", "best") and (trt_major >= 11 or not calibrate):
+        # No Q/DQ segment graphs exist; INT8 segments come from TensorRT 10's calibrator.
+        raise AdnError(
+            f"An {precision} engine of {what} needs INT8 scales from calibration images"
+            + (f", and TensorRT {trt_major}.x has no calibrator (it reads scales from Q/DQ graphs only, which "
+               "adn-edge does not make for segments)." if trt_major >= 11 else "."),
+            "Pass --calib IMAGES_DIR (each segment is calibrated on the images carried through the segments "
+            "before it), or build segments with --precision fp16." if trt_major < 11
+            else "Build segments with --precision fp16 on TensorRT 11, or monolithic INT8 engines from "
+                 "`adn-edge quantize` graphs.")
     have = set(files)
     if trt_major >= 11:
         wanted = {"fp32": ["onnx"], "fp16": ["onnx_fp16"], "int8": ["onnx_int8"],
@@ -129,11 +144,12 @@ def select_source(files: Mapping[str, Any], precision: str, trt_major: int, cali
         for key in wanted:
             if key in have:
                 return Source(key, True, False, False, False)
-        fix = {"onnx": "`adn-edge export`", "onnx_fp16": "`adn-edge export --fp16`",
+        fix = {"onnx": "`adn-edge export`",
+               "onnx_fp16": "`adn-edge export --segments --fp16`" if segment else "`adn-edge export --fp16`",
                "onnx_int8": "`adn-edge quantize` (a Q/DQ graph)"}
         raise AdnError(
-            f"Sub-network {code} has no {' or '.join(repr(k) for k in wanted)} graph, which a {precision} engine "
-            f"needs on TensorRT {trt_major}.x (strongly typed networks: the graph's types decide precision; "
+            f"{What} has no {' or '.join(repr(k) for k in wanted)} graph, which a {precision} engine needs "
+            f"on TensorRT {trt_major}.x (strongly typed networks: the graph's types decide precision; "
             "there are no FP16/INT8 builder flags any more).",
             f"Create it with {fix[wanted[0]]}, or build on TensorRT 10.x. {PRECISION_SUPPORT[11]}",
         )
@@ -144,13 +160,13 @@ def select_source(files: Mapping[str, Any], precision: str, trt_major: int, cali
         if "onnx_int8" in have:
             return Source("onnx_int8", False, precision == "best", True, False)
         raise AdnError(
-            f"An {precision} engine of sub-network {code} needs INT8 scales: calibration images or a Q/DQ graph.",
+            f"An {precision} engine of {what} needs INT8 scales: calibration images or a Q/DQ graph.",
             "Pass --calib IMAGES_DIR (a folder of a few hundred training images; the calibration cache beside "
             "the engines is reused on later builds), or export a Q/DQ graph ('onnx_int8').",
         )
     if "onnx" not in have:
-        raise AdnError(f"Sub-network {code} has no float32 ONNX graph in the manifest.",
-                       f"Export it with `adn-edge export ... --subnet {code}`.")
+        raise AdnError(f"{What} has no float32 ONNX graph in the manifest.",
+                       f"Export it with {export_cmd}.")
     return Source("onnx", False, precision in ("fp16", "best"), precision in ("int8", "best"),
                   precision in ("int8", "best"))
 
@@ -170,6 +186,8 @@ class Job:
     """``build`` or ``skip``."""
     reason: str
     calibration_cache: str | None = None
+    unit: Unit | None = None
+    """What the engine is of, and where its record goes (set by :func:`plan_unit_builds`)."""
 
 
 def _diff_options(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
@@ -219,9 +237,83 @@ def staleness(
     return None
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One graph that becomes one engine: a whole sub-network, or one form of one segment.
+
+    ``adn-edge build`` treats both the same way (pick the graph, compare with the
+    recorded engine, build, record); only where their records live in the manifest
+    and the shape of their input differ, and a Unit carries exactly that.
+    """
+
+    key: str
+    """``1010`` for a sub-network, ``seg2_skip`` for part 2's skip form: the engine is
+    ``<arch>_<key>.<precision>.engine``."""
+    what: str
+    """How messages name it: ``sub-network 1010``, ``segment 2 (skip)``."""
+    files: Mapping[str, Any]
+    """The unit's graphs by manifest key (``onnx``, ``onnx_fp16``, ``onnx_int8``)."""
+    engines: dict[str, Any]
+    """The manifest's live dict of this unit's engine records, by precision."""
+    input_spec: Mapping[str, Any]
+    """``{"name", "shape"}`` of the graph's one input, for the optimisation profile."""
+    segment: int | None = None
+
+
+def subnet_units(manifest: dict[str, Any], codes: Sequence[str]) -> list[Unit]:
+    """The units of whole sub-networks, in the order given."""
+    units = []
+    for code in codes:
+        entry = manifest["subnets"].get(code)
+        if entry is None:
+            have = ", ".join(sorted(manifest["subnets"], reverse=True)) or "none"
+            raise AdnError(f"Sub-network {code} is not in this model directory (it holds: {have}).",
+                           f"Export it first with `adn-edge export ... --subnet {code}`.")
+        units.append(Unit(code, f"sub-network {code}", entry.get("files") or {}, entry.setdefault("engines", {}),
+                          manifest["input"]))
+    return units
+
+
+SEGMENT_FORMS = (("full", "1"), ("skip", "0"))
+"""A segment's two forms and the code flag each stands for."""
+
+
+def segment_key(index: int, kind: str) -> str:
+    return f"seg{index}_{kind}"
+
+
+def segment_units(manifest: dict[str, Any]) -> list[Unit]:
+    """The 2*S units of the segmented export (``adn-edge export --segments``): part k in
+    its full and skip forms. Their engines chain into every sub-network at run time.
+
+    Engine records live beside the graphs: ``segments.parts[k].engines[kind][precision]``.
+    """
+    seg = manifest.get("segments")
+    if not isinstance(seg, dict) or not seg.get("parts"):
+        raise AdnError("This model directory has no segment graphs to build.",
+                       "Export them with `adn-edge export CHECKPOINT --segments --out DIR` (or build the "
+                       "monolithic sub-networks: leave --segments out).")
+    if seg.get("schema") != 1 or len(seg["parts"]) != manifest.get("num_stages"):
+        raise AdnError(f"The manifest's segments record (schema {seg.get('schema')!r}, {len(seg['parts'])} parts) "
+                       f"does not fit this adn-edge (schema 1, {manifest.get('num_stages')} parts).",
+                       "Re-export the segments with this version of adn-edge.")
+    units = []
+    for part in seg["parts"]:
+        k = int(part["index"])
+        engines = part.setdefault("engines", {})
+        for kind, _flag in SEGMENT_FORMS:
+            files = {"onnx": part["files"][kind]}
+            fp16 = (part.get("files_fp16") or {}).get(kind)
+            if fp16 is not None:
+                files["onnx_fp16"] = fp16
+            units.append(Unit(segment_key(k, kind), f"segment {k} ({kind})", files, engines.setdefault(kind, {}),
+                              {"name": part["input"], "shape": part["input_shape"]}, segment=k))
+    return units
+
+
 def plan_builds(
     directory: Path,
-    manifest: Mapping[str, Any],
+    manifest: dict[str, Any],
     codes: Sequence[str],
     options: BuildOptions,
     env: Environment,
@@ -229,35 +321,49 @@ def plan_builds(
     calibration_digest: str | None = None,
     force: bool = False,
 ) -> list[Job]:
-    """One job per code: build (with the reason) or skip (up to date)."""
-    arch = str(manifest["arch"])
+    """One job per sub-network code: build (with the reason) or skip (up to date)."""
+    return plan_unit_builds(directory, str(manifest["arch"]), subnet_units(manifest, codes), options, env,
+                            calibrate, calibration_digest, force)
+
+
+def plan_unit_builds(
+    directory: Path,
+    arch: str,
+    units: Sequence[Unit],
+    options: BuildOptions,
+    env: Environment,
+    calibrate: bool,
+    calibration_digest: str | Mapping[str, str] | None = None,
+    force: bool = False,
+) -> list[Job]:
+    """One job per unit (sub-network or segment form): build, with the reason, or skip.
+
+    ``calibration_digest``: one digest for every unit, or one per unit key (segments
+    calibrate on different data each)."""
     jobs: list[Job] = []
-    for code in codes:
-        entry = manifest["subnets"].get(code)
-        if entry is None:
-            have = ", ".join(sorted(manifest["subnets"], reverse=True)) or "none"
-            raise AdnError(f"Sub-network {code} is not in this model directory (it holds: {have}).",
-                           f"Export it first with `adn-edge export ... --subnet {code}`.")
-        files = entry.get("files") or {}
+    for unit in units:
+        digest = calibration_digest.get(unit.key) if isinstance(calibration_digest, Mapping) \
+            else calibration_digest
+        files = unit.files
         # A leftover calibration cache stands in for --calib only when there is no Q/DQ
         # graph: `adn-edge quantize`'s graph is the INT8 source unless --calib asks otherwise.
         can_calibrate = calibrate or (
             options.precision in ("int8", "best")
-            and (directory / calibration_cache_filename(arch, code)).exists()
+            and (directory / calibration_cache_filename(arch, unit.key)).exists()
             and "onnx" in files
             and "onnx_int8" not in files
         )
-        source = select_source(files, options.precision, env.trt_major, can_calibrate, code)
-        name = engine_filename(arch, code, options.precision)
-        existing = (entry.get("engines") or {}).get(options.precision)
+        source = select_source(files, options.precision, env.trt_major, can_calibrate, unit.key, unit)
+        name = engine_filename(arch, unit.key, options.precision)
+        existing = unit.engines.get(options.precision)
         reason = "forced (--force)" if force else staleness(
-            existing, directory / name, source, files[source.key], options, env,
-            calibration_digest if calibrate else None)
+            existing, directory / name, source, files[source.key], options, env, digest if calibrate else None)
         jobs.append(Job(
-            code=code, precision=options.precision, engine=name, source=source,
+            code=unit.key, precision=options.precision, engine=name, source=source,
             source_record=files[source.key], action="build" if reason else "skip",
             reason=reason or "up to date",
-            calibration_cache=calibration_cache_filename(arch, code) if source.calibrate else None,
+            calibration_cache=calibration_cache_filename(arch, unit.key) if source.calibrate else None,
+            unit=unit,
         ))
     return jobs
 
@@ -345,27 +451,36 @@ PRECISION_PREFERENCE = ("fp16", "best", "int8", "fp32")
 
 def choose_precision(manifest: Mapping[str, Any], codes: Sequence[str], precision: str | None) -> str:
     """The engine precision to open for ``codes`` (all codes must have it)."""
-    def has(code: str, p: str) -> bool:
-        return p in ((manifest["subnets"].get(code) or {}).get("engines") or {})
+    tables = {code: (manifest["subnets"].get(code) or {}).get("engines") or {} for code in codes}
+    return pick_precision(tables, precision, "sub-network(s)",
+                          lambda p, first: f"`adn-edge build DIR --precision {p} --subnet {first}` (or --subnet all)")
 
+
+def choose_segment_precision(manifest: Mapping[str, Any], precision: str | None) -> str:
+    """The engine precision to open in segmented mode (every segment form must have it)."""
+    tables = {unit.what: unit.engines for unit in segment_units(dict(manifest))}
+    return pick_precision(tables, precision, "", lambda p, _first: f"`adn-edge build DIR --segments --precision {p}`")
+
+
+def pick_precision(tables: Mapping[str, Mapping[str, Any]], precision: str | None, noun: str,
+                   build_cmd: Callable[[str, str], str]) -> str:
+    """``precision`` if every table (engine records by precision, one per unit) has it,
+    else an error naming the units that lack it; None picks by :data:`PRECISION_PREFERENCE`."""
+    names = list(tables)
     if precision is not None:
         p = str(precision).lower()
         if p not in PRECISIONS:
             raise AdnError(f"{precision!r} is not an engine precision ({', '.join(PRECISIONS)}).")
-        missing = [c for c in codes if not has(c, p)]
+        missing = [n for n in names if p not in tables[n]]
         if missing:
-            raise AdnError(
-                f"No {p} TensorRT engine for sub-network(s) {', '.join(missing)} in this model directory.",
-                f"Build them with `adn-edge build DIR --precision {p} --subnet {missing[0]}` (or --subnet all).",
-            )
+            raise AdnError(f"No {p} TensorRT engine for {noun + ' ' if noun else ''}{', '.join(missing)} in this "
+                           "model directory.", f"Build them with {build_cmd(p, missing[0])}.")
         return p
     for p in PRECISION_PREFERENCE:
-        if all(has(c, p) for c in codes):
+        if all(p in tables[n] for n in names):
             return p
-    raise AdnError(
-        f"No TensorRT engine precision is built for all of {', '.join(codes)}.",
-        "Build engines with `adn-edge build DIR --precision fp16`.",
-    )
+    raise AdnError(f"No TensorRT engine precision is built for all of {', '.join(names)}.",
+                   f"Build engines with {build_cmd('fp16', names[0] if names else 'all')}.")
 
 
 def engine_for(manifest: Mapping[str, Any], code: str, precision: str) -> Mapping[str, Any]:
@@ -377,6 +492,18 @@ def engine_for(manifest: Mapping[str, Any], code: str, precision: str) -> Mappin
         raise AdnError(f"Sub-network {code} has no {precision} engine.",
                        f"Build it with `adn-edge build DIR --precision {precision} --subnet {code}`.")
     return cast("Mapping[str, Any]", rec)
+
+
+def segment_engine_for(manifest: Mapping[str, Any], unit_key: str, precision: str) -> Mapping[str, Any]:
+    """The engine record of one segment form (``seg2_skip``)."""
+    for unit in segment_units(dict(manifest)):
+        if unit.key == unit_key:
+            rec = unit.engines.get(precision)
+            if rec is None:
+                raise AdnError(f"{unit.what[:1].upper()}{unit.what[1:]} has no {precision} engine.",
+                               f"Build the segments with `adn-edge build DIR --segments --precision {precision}`.")
+            return cast("Mapping[str, Any]", rec)
+    raise AdnError(f"{unit_key} is not a segment of this model directory.")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from adn_edge.build import trt_env
-from adn_edge.build.calibration import CalibrationPlan, CalibrationSet
+from adn_edge.build.calibration import CalibrationData, CalibrationPlan
 from adn_edge.build.options import BuildOptions, ProfileShapes
 from adn_edge.build.plan import BuildFailure, BuiltEngine, Environment, Job
 from adn_edge.errors import AdnError
@@ -92,14 +92,14 @@ def parser_errors(parser: trt.OnnxParser) -> list[str]:
 
 
 class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-    """Feeds :class:`CalibrationSet` batches to TensorRT (TensorRT 10 only: 11.x has
+    """Feeds :class:`CalibrationData` batches to TensorRT (TensorRT 10 only: 11.x has
     no calibrator, INT8 comes from Q/DQ graphs there)."""
 
     def __init__(self, plan: CalibrationPlan, cuda: CudaApi | None) -> None:
         trt.IInt8EntropyCalibrator2.__init__(self)
         self.plan = plan
         self.cuda = cuda
-        self.data: CalibrationSet | None = plan.data
+        self.data: CalibrationData | None = plan.data
         self.batches_fed = 0
         self.error: BaseException | None = None
         self._iter = iter(self.data.batches()) if self.data is not None else iter(())

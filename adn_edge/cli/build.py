@@ -44,6 +44,8 @@ def register(app: typer.Typer) -> None:
         max_batch: int = typer.Option(None, "--max-batch", help="Largest batch (default 8; sizes the buffers)."),
         workspace_mb: int = typer.Option(1024, "--workspace-mb", help="Builder workspace limit in MiB."),
         opt_level: int = typer.Option(3, "--opt-level", help="Builder optimisation level 0-5."),
+        segments: bool = typer.Option(False, "--segments", help="Build the 2*S segment engines (from `export "
+                                      "--segments`) for segmented mode instead of one engine per sub-network."),
         force: bool = typer.Option(False, "--force", help="Rebuild even up-to-date engines."),
         cuda: str = typer.Option("auto", "--cuda", help="CUDA binding: auto, cuda-python or pycuda."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Show TensorRT's info messages."),
@@ -57,12 +59,13 @@ def register(app: typer.Typer) -> None:
             directory, subnets=subnet, precision=precision, calib=calib, timing_cache=timing_cache,
             min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, workspace_mb=workspace_mb,
             opt_level=opt_level, force=force, progress=_reporter(quiet=as_json), cuda=cuda, verbose=verbose,
+            segments=segments,
         )
         if as_json:
             print_json(results)
             return
         table(f"TensorRT engines in {directory}",
-              ["code", "precision", "status", "observed", "build s", "engine", "reason"],
+              ["segment" if segments else "code", "precision", "status", "observed", "build s", "engine", "reason"],
               [(r["code"], r["precision"], r["status"], r["observed"],
                 f"{r['build_seconds']:.1f}" if r["build_seconds"] is not None else "-", r["engine"],
                 r["reason"]) for r in results])

@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
                   [(s["code"], s["skip_cfg"], s["gmacs"], f"{s['params']:,}", ",".join(s["files"]),
                     ",".join(s["engines"]) or "-",
                     f"{s['parity_fp32']:.1e}" if s["parity_fp32"] is not None else "-") for s in d["subnets"]])
+            if d["segments"]:
+                table("segments (segmented mode)", ["segment", "form", "input", "output", "files", "engines"],
+                      [(s["segment"], s["kind"], s["input_shape"], s["output_shape"], ",".join(s["files"]),
+                        ",".join(s["engines"]) or "-") for s in d["segments"]])
             if d["results"]:
                 c.print("results: " + ", ".join(d["results"]))
             return

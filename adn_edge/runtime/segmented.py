@@ -16,10 +16,15 @@ When to use which (``benchmarks/bench_switcher.py``, ResNet50-ADN, CPU, batch 1)
   difference is the whole point: 1747 MB monolithic against 265 MB segmented.
   The 8 segment graphs hold 163 MB of weights, 144 MB distinct (1.5x one model,
   vs 1301 MB in the 16 monolithic graphs).
-* Segments pay off where weights cannot be shared across graphs (TensorRT engines
-  embed theirs: 2^S engines hold 2^S copies, 2*S segment engines hold ~1-2x one
-  model), where 2^S files do not fit the storage or the build time, or for
-  models with more stages (MobileNetV2-ADN: 32 sub-networks from 10 graphs).
+* Segments pay off where weights cannot be shared across graphs: TensorRT engines
+  embed theirs, so 2^S monolithic engines hold 2^S copies while the 2*S segment
+  engines (``adn-edge build --segments``, run by ``tensorrt-segmented`` in
+  :mod:`~adn_edge.runtime.tensorrt_backend`) hold each weight about once. Also
+  where 2^S files do not fit the storage or the build time (2*S builds instead of
+  2^S), and for models with more stages (MobileNetV2-ADN: 32 sub-networks from 10
+  graphs). On a GPU the cost is S engine launches per inference instead of one and
+  no fusion across stage boundaries; ``cuda_graphs=True`` turns the chain back
+  into one launch.
 
 The code is read once, at the start of :meth:`run`: an inference never mixes the
 parts of two sub-networks, whatever ``switch`` does meanwhile.
@@ -39,6 +44,7 @@ from adn_edge.runtime.onnxruntime_backend import SessionFactory, _available, ope
     split_options
 
 KINDS = {"1": "full", "0": "skip"}
+FILE_KEYS = {"fp32": "files", "fp16": "files_fp16"}
 
 
 def segments_record(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -46,8 +52,9 @@ def segments_record(manifest: dict[str, Any]) -> dict[str, Any]:
     seg = manifest.get("segments")
     if not isinstance(seg, dict) or not seg.get("parts"):
         raise AdnError("This model directory has no segment graphs, so it cannot run in segmented mode.",
-                       "Export them with adn_edge.export.segments.export_segments(model, DIR), "
-                       "or open the directory with segmented=False.")
+                       "Export them with `adn-edge export CHECKPOINT --segments --out DIR` (or "
+                       "adn_edge.export.segments.export_segments(model, DIR)), or open the directory with "
+                       "segmented=False.")
     if seg.get("schema") != 1 or len(seg["parts"]) != manifest["num_stages"]:
         raise AdnError(f"The manifest's segments record (schema {seg.get('schema')!r}, {len(seg['parts'])} parts) "
                        f"does not fit this adn-edge (schema 1, one part per stage: {manifest['num_stages']}).",
@@ -55,11 +62,28 @@ def segments_record(manifest: dict[str, Any]) -> dict[str, Any]:
     return seg
 
 
+def files_key(seg: dict[str, Any], precision: str | None) -> str:
+    """The parts' key holding the graphs of ``precision``: fp32, or the float16 twins of
+    ``export --segments --fp16``. No int8: segment inputs past the first are feature
+    maps that the image-based calibration of ``adn-edge quantize`` does not reach."""
+    p = (precision or "fp32").lower()
+    if p not in FILE_KEYS:
+        raise AdnError(f"Segmented mode runs fp32 or fp16 segment graphs; precision={precision!r} is not available.",
+                       "Open with precision='fp32' or 'fp16' (or segmented=False for int8 graphs).")
+    key = FILE_KEYS[p]
+    if any(key not in part for part in seg["parts"]):
+        raise AdnError(f"This model directory has no {p} segment graphs.",
+                       "Export them with `adn-edge export CHECKPOINT --segments --fp16 --out DIR`, or open "
+                       "precision='fp32'.")
+    return key
+
+
 @register_backend("onnxruntime-segmented", available=_available, priority=19)
 class SegmentedOnnxRuntimeBackend(Backend):
     """ONNX Runtime over segment graphs. Options: as the ``onnxruntime`` backend
     (``device``, ``threads``, ``thread_pool``, ``graph_optimization``, ``prepack``,
-    ``share_weights``, ``share_arena``, ``check_sharing``); fp32 only."""
+    ``share_weights``, ``share_arena``, ``check_sharing``) and ``precision`` (fp32 or
+    fp16, see :func:`files_key`)."""
 
     segmented = True
     verifies_artifacts = True
@@ -67,17 +91,16 @@ class SegmentedOnnxRuntimeBackend(Backend):
     @classmethod
     def artifacts(cls, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> list[dict[str, Any]]:
         seg = segments_record(manifest)
-        return [part["files"][kind] for part in seg["parts"] for kind in KINDS.values()]
+        key = files_key(seg, options.get("precision"))
+        return [part[key][kind] for part in seg["parts"] for kind in KINDS.values()]
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
                  precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:
         super().__init__(directory, manifest, codes)
-        if (precision or "fp32").lower() != "fp32":
-            raise AdnError(f"Segmented mode runs fp32 segment graphs; precision={precision!r} is not available.",
-                           "Open with precision='fp32' (or segmented=False for fp16 graphs).")
-        self.precision = "fp32"
-        factory_options = split_options(options, (), "onnxruntime-segmented")
         seg = segments_record(manifest)
+        key = files_key(seg, precision)
+        self.precision = (precision or "fp32").lower()
+        factory_options = split_options(options, (), "onnxruntime-segmented")
         self.factory = SessionFactory(**factory_options)
         self._chain: list[dict[str, tuple[Any, str, str]]] = []
         self._used: list[dict[str, set[str]]] = []
@@ -86,7 +109,7 @@ class SegmentedOnnxRuntimeBackend(Backend):
             for part in seg["parts"]:
                 forms, used = {}, {}
                 for flag, kind in KINDS.items():
-                    rec = part["files"][kind]
+                    rec = part[key][kind]
                     sess, names, nbytes = self.factory.open_verified(self.directory, rec)
                     self.file_bytes += nbytes
                     used[flag] = set(names)

@@ -9,6 +9,15 @@ largest batch) and the CUDA stream are shared the same way, and their addresses 
 bound to every context once at open: ``run`` allocates nothing, so switching
 sub-networks costs a dictionary lookup.
 
+Segmented mode (``tensorrt-segmented``) runs the same machinery over the 2*S segment
+engines of ``adn-edge build --segments``: a sub-network is the chain of its S
+segment engines launched back to back on the stream, feature maps handed over in
+two device buffers (:mod:`~adn_edge.runtime.engine_chain` decides who reads and
+writes what). TensorRT engines embed their weights, so 16 monolithic ResNet50-ADN
+engines hold 16 copies of them; the 8 segment engines hold each about once. The
+price is a graph boundary per stage: no layer fusion across it and S launches per
+inference, which ``cuda_graphs=True`` folds back into one graph launch.
+
 Engines are trusted only after their manifest record says they were built for this
 TensorRT and GPU, and their bytes match the recorded sha256.
 
@@ -28,6 +37,7 @@ import numpy as np
 
 from adn_edge.errors import AdnError
 from adn_edge.runtime.backend import Backend, register_backend
+from adn_edge.runtime.engine_chain import INPUT, LOGITS, Layout, Link, monolithic_layout, segmented_layout
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -44,9 +54,9 @@ def _available() -> str | None:
 
 @dataclass
 class _Slot:
-    """One sub-network: its engine, its context and the batch sizes it accepts."""
+    """One engine made real: its context, bound to the link's buffers."""
 
-    code: str
+    link: Link
     engine: trt.ICudaEngine
     context: trt.IExecutionContext
     min_batch: int
@@ -55,6 +65,19 @@ class _Slot:
     activation_bytes: int
     batch: int | None = None
     """The batch the context's input shape is set to (set_input_shape only on change)."""
+    graph_contexts: dict[int, trt.IExecutionContext] = field(default_factory=dict)
+    """One more context per CUDA-graph batch size, never reshaped: a captured graph
+    bakes in its context's shapes, so the eager context must not be the one it uses."""
+
+
+@dataclass
+class _Program:
+    """What one sub-network runs: its slots in order, the batch range all of them accept."""
+
+    code: str
+    slots: tuple[_Slot, ...]
+    min_batch: int
+    max_batch: int
     graphs: dict[int, Graph] = field(default_factory=dict)
 
 
@@ -64,6 +87,13 @@ def _activation_bytes(engine: trt.ICudaEngine) -> int:
     if hasattr(engine, "device_memory_size_v2"):
         return int(engine.device_memory_size_v2)
     return int(engine.device_memory_size)
+
+
+def _set_shape(context: trt.IExecutionContext, slot: _Slot, n: int) -> None:
+    link = slot.link
+    if not context.set_input_shape(link.input_name, (n, *link.input_dims)):
+        raise AdnError(f"The {link.key} engine rejected batch {n} (its profile allows "
+                       f"{slot.min_batch}..{slot.max_batch}).")
 
 
 def _bind_activation(context: trt.IExecutionContext, buf: DeviceBuffer) -> None:
@@ -81,6 +111,8 @@ class TensorRTBackend(Backend):
     ``graph_batch``; other batch sizes run without)."""
 
     verifies_artifacts = True  # every engine is read through manifest.verify_file below
+    build_command = "adn-edge build DIR"
+    """How to rebuild this backend's engines, for error messages."""
 
     def __init__(
         self,
@@ -96,14 +128,15 @@ class TensorRTBackend(Backend):
     ) -> None:
         super().__init__(directory, manifest, codes, **options)
         from adn_edge.build import trt_env
-        from adn_edge.build.plan import choose_precision
         from adn_edge.runtime.cuda_layer import open_cuda
 
         trt_env.import_tensorrt()  # AdnError with install instructions when absent
         self._lock = threading.Lock()
         self._closed = False
         self._slots: dict[str, _Slot] = {}
+        self._programs: dict[str, _Program] = {}
         self._buffers: list[DeviceBuffer] = []
+        self._device: dict[str, DeviceBuffer] = {}
         self._pinned: list[HostBuffer] = []
         self._stream: Stream | None = None
         self.graph_notes: list[str] = []
@@ -111,7 +144,8 @@ class TensorRTBackend(Backend):
         self.activation_bytes = 0
         self.max_batch = 0
         self._runtime: trt.Runtime | None = None
-        self.precision = choose_precision(manifest, self.codes, precision)
+        self.layout = self._layout(precision)  # every manifest problem before CUDA is touched
+        self.precision = self.layout.precision
         self._cuda: CudaApi = open_cuda(cuda, device)
         try:
             with self._cuda.activate():
@@ -120,124 +154,156 @@ class TensorRTBackend(Backend):
             self.close()
             raise
 
+    def _layout(self, precision: str | None) -> Layout:
+        return monolithic_layout(self.manifest, self.codes, precision)
+
     # ---------------------------------------------------------------- open
 
     def _open(self, cuda_graphs: bool, graph_batch: int) -> None:
         import tensorrt as trt
 
-        from adn_edge.build.plan import Environment, check_engine_compatible, engine_for
+        from adn_edge.build.plan import Environment, check_engine_compatible
         from adn_edge.manifest import verify_file
 
         major, minor = self._cuda.compute_capability()
         env = Environment(str(trt.__version__), self._cuda.device_name(), f"{major}.{minor}")
         self.env = env
-        records = {code: engine_for(self.manifest, code, self.precision) for code in self.codes}
-        for code, rec in records.items():  # every refusal before any deserialisation
-            check_engine_compatible(rec, env, code)
-
-        spec = self.manifest["input"]
-        self.input_name = str(spec.get("name") or "input")
-        self.output_name = str(self.manifest["output"].get("name") or "logits")
-        self.chw = tuple(int(d) for d in spec["shape"][1:])
+        layout = self.layout
+        for link in layout.links.values():  # every refusal before any deserialisation
+            check_engine_compatible(link.record, env, link.key)
         self._logger = trt.Logger(trt.Logger.WARNING)
         runtime = self._runtime = trt.Runtime(self._logger)
 
         engines: dict[str, tuple[trt.ICudaEngine, int]] = {}
-        for code, rec in records.items():
-            blob = verify_file(self.directory, dict(rec)).read_bytes()
+        for key, link in layout.links.items():
+            blob = verify_file(self.directory, dict(link.record)).read_bytes()
             engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(blob)  # None on failure
             if engine is None:
-                raise AdnError(f"TensorRT {env.tensorrt_version} could not deserialize {rec['path']}.",
-                               "Rebuild it on this device with `adn-edge build DIR --force`.")
-            self._check_io(engine, str(rec["path"]))
-            engines[code] = (engine, len(blob))
+                raise AdnError(f"TensorRT {env.tensorrt_version} could not deserialize {link.record['path']}.",
+                               f"Rebuild it on this device with `{self.build_command} --force`.")
+            self._check_io(engine, link)
+            engines[key] = (engine, len(blob))
 
         activation = max(_activation_bytes(e) for e, _ in engines.values())
-        act_buf = self._alloc(activation)
-        max_batch = 1
-        for code, (engine, size) in engines.items():
-            lo, _opt, hi = engine.get_tensor_profile_shape(self.input_name, 0)
-            context: trt.IExecutionContext | None = engine.create_execution_context(
-                trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-            if context is None:
-                raise AdnError(f"TensorRT could not create an execution context for {records[code]['path']}.")
-            _bind_activation(context, act_buf)
-            self._slots[code] = _Slot(code, engine, context, int(lo[0]), int(hi[0]), size, _activation_bytes(engine))
-            max_batch = max(max_batch, int(hi[0]))
+        self._activation = self._alloc(activation)
+        for key, (engine, size) in engines.items():
+            link = layout.links[key]
+            lo, _opt, hi = engine.get_tensor_profile_shape(link.input_name, 0)
+            self._slots[key] = _Slot(link, engine, self._context(engine, link), int(lo[0]), int(hi[0]), size,
+                                     _activation_bytes(engine))
         self.activation_bytes = activation
-        self.max_batch = max_batch
 
-        first = self._slots[self.codes[0]]
-        first.context.set_input_shape(self.input_name, (first.min_batch, *self.chw))
-        first.batch = first.min_batch
-        out_shape = first.context.get_tensor_shape(self.output_name)
-        self.num_classes = int(out_shape[len(out_shape) - 1])
-        self._d_in = self._alloc(max_batch * int(np.prod(self.chw)) * 4)
-        self._d_out = self._alloc(max_batch * self.num_classes * 4)
-        self._h_in = self._cuda.alloc_pinned((max_batch, *self.chw), np.dtype(np.float32))
+        for code, keys in layout.programs.items():
+            slots = tuple(self._slots[k] for k in keys)
+            lo_b, hi_b = max(s.min_batch for s in slots), min(s.max_batch for s in slots)
+            if lo_b > hi_b:
+                raise AdnError(f"The engines of sub-network {code} accept no common batch size "
+                               f"({', '.join(f'{s.link.key}: {s.min_batch}..{s.max_batch}' for s in slots)}).",
+                               f"Rebuild them with the same batch options: `{self.build_command} --force`.")
+            self._programs[code] = _Program(code, slots, lo_b, hi_b)
+        max_batch = self.max_batch = max(p.max_batch for p in self._programs.values())
+
+        for name in layout.buffer_elements:
+            self._device[name] = self._alloc(layout.buffer_bytes(name, max_batch))
+        self.num_classes = int(np.prod(layout.output_dims))
+        self._h_in = self._cuda.alloc_pinned((max_batch, *layout.input_dims), np.dtype(np.float32))
         self._pinned.append(self._h_in)
-        self._h_out = self._cuda.alloc_pinned((max_batch, self.num_classes), np.dtype(np.float32))
+        self._h_out = self._cuda.alloc_pinned((max_batch, *layout.output_dims), np.dtype(np.float32))
         self._pinned.append(self._h_out)
         self._stream = self._cuda.create_stream()
         self._events: tuple[Event, ...] = (self._cuda.create_event(), self._cuda.create_event())  # timing
         for slot in self._slots.values():
-            ok = (slot.context.set_tensor_address(self.input_name, self._d_in.ptr)
-                  and slot.context.set_tensor_address(self.output_name, self._d_out.ptr))
-            if not ok:
-                raise AdnError(f"TensorRT refused the I/O buffers of the {slot.code} engine.")
+            self._bind_io(slot.context, slot.link)
         if cuda_graphs:
-            for slot in self._slots.values():
-                self._capture(slot, graph_batch)
+            for program in self._programs.values():
+                self._capture(program, graph_batch)
+
+    def _context(self, engine: trt.ICudaEngine, link: Link) -> trt.IExecutionContext:
+        """A context without memory of its own, on the one shared activation buffer."""
+        import tensorrt as trt
+
+        context: trt.IExecutionContext | None = engine.create_execution_context(
+            trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if context is None:
+            raise AdnError(f"TensorRT could not create an execution context for {link.record['path']}.")
+        _bind_activation(context, self._activation)
+        return context
+
+    def _bind_io(self, context: trt.IExecutionContext, link: Link) -> None:
+        ok = (context.set_tensor_address(link.input_name, self._device[link.source].ptr)
+              and context.set_tensor_address(link.output_name, self._device[link.target].ptr))
+        if not ok:
+            raise AdnError(f"TensorRT refused the I/O buffers of the {link.key} engine.")
 
     def _alloc(self, nbytes: int) -> DeviceBuffer:
         buf = self._cuda.alloc(nbytes)
         self._buffers.append(buf)
         return buf
 
-    def _check_io(self, engine: trt.ICudaEngine, name: str) -> None:
+    def _check_io(self, engine: trt.ICudaEngine, link: Link) -> None:
+        """The engine must read and write exactly what the layout will bind: names,
+        float32, per-sample shapes (a mismatch would be a silent buffer overrun)."""
         import tensorrt as trt
 
+        name = str(link.record["path"])
         inputs: list[str] = []
         outputs: list[str] = []
         for i in range(engine.num_io_tensors):
             t = engine.get_tensor_name(i)
             (inputs if engine.get_tensor_mode(t) == trt.TensorIOMode.INPUT else outputs).append(t)
-        if inputs != [self.input_name] or outputs != [self.output_name]:
+        if inputs != [link.input_name] or outputs != [link.output_name]:
             raise AdnError(f"{name} has inputs {inputs} and outputs {outputs}, but the manifest describes "
-                           f"{self.input_name!r} -> {self.output_name!r}.", "Rebuild it with `adn-edge build DIR`.")
-        for t in (self.input_name, self.output_name):
+                           f"{link.input_name!r} -> {link.output_name!r}.",
+                           f"Rebuild it with `{self.build_command}`.")
+        for t, dims in ((link.input_name, link.input_dims), (link.output_name, link.output_dims)):
             if engine.get_tensor_dtype(t) != trt.DataType.FLOAT:
                 raise AdnError(f"{name}: tensor {t!r} is {engine.get_tensor_dtype(t)}, not float32.",
                                "Rebuild it from a graph with float32 input and output.")
+            shape = engine.get_tensor_shape(t)
+            got = tuple(int(shape[i]) for i in range(1, len(shape)))
+            if got != dims:
+                raise AdnError(f"{name}: tensor {t!r} has per-sample shape {list(got)}, but the manifest "
+                               f"describes {list(dims)}.", f"Rebuild it with `{self.build_command} --force`.")
 
     def _set_batch(self, slot: _Slot, n: int) -> None:
         if slot.batch != n:
-            if not slot.context.set_input_shape(self.input_name, (n, *self.chw)):
-                raise AdnError(f"The {slot.code} engine rejected batch {n} (its profile allows "
-                               f"{slot.min_batch}..{slot.max_batch}).")
+            _set_shape(slot.context, slot, n)
             slot.batch = n
 
-    def _capture(self, slot: _Slot, n: int) -> None:
-        """One CUDA graph per sub-network; TensorRT must have run once with the final
+    def _capture(self, program: _Program, n: int) -> None:
+        """One CUDA graph per sub-network (the whole chain, in segmented mode), on
+        contexts reserved for batch ``n``. TensorRT must have run once with the final
         shapes before capture (it does lazy setup on the first enqueue)."""
-        assert self._stream is not None
-        if not slot.min_batch <= n <= slot.max_batch:
-            raise AdnError(f"graph_batch {n} is outside the {slot.code} engine's batch range "
-                           f"{slot.min_batch}..{slot.max_batch}.")
-        self._set_batch(slot, n)
-        if not slot.context.execute_async_v3(self._stream.handle):
-            raise AdnError(f"The {slot.code} engine failed its first run.")
-        self._cuda.synchronize(self._stream)
-        self._cuda.begin_capture(self._stream)
+        stream = self._stream
+        assert stream is not None
+        if not program.min_batch <= n <= program.max_batch:
+            raise AdnError(f"graph_batch {n} is outside the {program.code} engines' batch range "
+                           f"{program.min_batch}..{program.max_batch}.")
+        contexts = []
+        for slot in program.slots:
+            if n not in slot.graph_contexts:
+                context = self._context(slot.engine, slot.link)
+                self._bind_io(context, slot.link)
+                _set_shape(context, slot, n)
+                slot.graph_contexts[n] = context
+            contexts.append(slot.graph_contexts[n])
+
+        def enqueue() -> bool:
+            return all(c.execute_async_v3(stream.handle) for c in contexts)
+
+        if not enqueue():
+            raise AdnError(f"The {program.code} engines failed their first run.")
+        self._cuda.synchronize(stream)
+        self._cuda.begin_capture(stream)
         try:
-            ok = slot.context.execute_async_v3(self._stream.handle)
+            ok = enqueue()
         finally:
-            graph = self._cuda.end_capture(self._stream)
+            graph = self._cuda.end_capture(stream)
         if not ok:
             self._cuda.destroy_graph(graph)
-            self.graph_notes.append(f"{slot.code}: TensorRT could not be captured into a CUDA graph; runs without")
+            self.graph_notes.append(f"{program.code}: TensorRT could not be captured into a CUDA graph; runs without")
             return
-        slot.graphs[n] = graph
+        program.graphs[n] = graph
 
     # ---------------------------------------------------------------- run
 
@@ -245,31 +311,35 @@ class TensorRTBackend(Backend):
         with self._lock:  # the activation and I/O buffers are shared by every engine
             if self._closed:
                 raise AdnError("This TensorRT backend was closed.")
-            slot = self._slots.get(code)
-            if slot is None:
-                raise AdnError(f"Sub-network {code} is not open in this backend (open: {', '.join(self._slots)}).")
+            program = self._programs.get(code)
+            if program is None:
+                raise AdnError(f"Sub-network {code} is not open in this backend "
+                               f"(open: {', '.join(self._programs)}).")
             n = int(batch.shape[0])
-            if tuple(batch.shape[1:]) != self.chw:
-                raise AdnError(f"Input shape {tuple(batch.shape)} does not match the engines' (N, {self.chw}).")
-            if not slot.min_batch <= n <= slot.max_batch:
-                raise AdnError(f"Batch {n} is outside the {code} engine's range {slot.min_batch}..{slot.max_batch}.",
-                               f"Rebuild with `adn-edge build DIR --max-batch {max(n, 1)} --force`.")
+            dims = self.layout.input_dims
+            if tuple(batch.shape[1:]) != dims:
+                raise AdnError(f"Input shape {tuple(batch.shape)} does not match the engines' (N, {dims}).")
+            if not program.min_batch <= n <= program.max_batch:
+                raise AdnError(f"Batch {n} is outside the {code} engines' range "
+                               f"{program.min_batch}..{program.max_batch}.",
+                               f"Rebuild with `{self.build_command} --max-batch {max(n, 1)} --force`.")
             assert self._stream is not None
             with self._cuda.activate():
                 host_in = self._h_in.array[:n]
                 host_in[...] = batch
-                self._cuda.copy_htod_async(self._d_in, host_in, self._stream)
+                self._cuda.copy_htod_async(self._device[INPUT], host_in, self._stream)
                 self._cuda.record(self._events[0], self._stream)
-                graph = slot.graphs.get(n)
+                graph = program.graphs.get(n)
                 if graph is not None:
                     self._cuda.launch(graph, self._stream)
                 else:
-                    self._set_batch(slot, n)
-                    if not slot.context.execute_async_v3(self._stream.handle):
-                        raise RuntimeError(f"TensorRT execution of the {code} engine failed")
+                    for slot in program.slots:
+                        self._set_batch(slot, n)
+                        if not slot.context.execute_async_v3(self._stream.handle):
+                            raise RuntimeError(f"TensorRT execution of the {slot.link.key} engine failed")
                 self._cuda.record(self._events[1], self._stream)
                 host_out = self._h_out.array[:n]
-                self._cuda.copy_dtoh_async(host_out, self._d_out, self._stream)
+                self._cuda.copy_dtoh_async(host_out, self._device[LOGITS], self._stream)
                 self._cuda.synchronize(self._stream)
                 self.last_device_ms = self._cuda.elapsed_ms(self._events[0], self._events[1])
                 out: np.ndarray = host_out.copy()
@@ -282,11 +352,14 @@ class TensorRTBackend(Backend):
             "cuda": self._cuda.name,
             "tensorrt_version": self.env.tensorrt_version if self.env else None,
             "gpu": self.env.gpu if self.env else None,
+            "engines": len(self._slots),
             "activation_bytes": self.activation_bytes,
             "activation_bytes_unshared": sum(s.activation_bytes for s in self._slots.values()),
-            "engine_bytes": {c: s.engine_bytes for c, s in self._slots.items()},
+            "engine_bytes": {k: s.engine_bytes for k, s in self._slots.items()},
+            "engine_bytes_total": sum(s.engine_bytes for s in self._slots.values()),
+            "io_buffer_bytes": {k: b.nbytes for k, b in self._device.items()},
             "max_batch": self.max_batch,
-            "cuda_graphs": {c: sorted(s.graphs) for c, s in self._slots.items() if s.graphs},
+            "cuda_graphs": {c: sorted(p.graphs) for c, p in self._programs.items() if p.graphs},
             "notes": list(self.graph_notes),
         })
         return d
@@ -304,13 +377,15 @@ class TensorRTBackend(Backend):
             with cuda.activate():
                 if self._stream is not None:
                     cuda.synchronize(self._stream)
-                for slot in self._slots.values():
-                    for graph in slot.graphs.values():
+                for program in self._programs.values():
+                    for graph in program.graphs.values():
                         cuda.destroy_graph(graph)
-                    slot.graphs.clear()
+                    program.graphs.clear()
+                self._programs.clear()
                 # Contexts before engines before the runtime (TensorRT's ownership order),
                 # and all of them before the memory they point at.
                 for slot in self._slots.values():
+                    slot.graph_contexts.clear()
                     del slot.context
                     del slot.engine
                 self._slots.clear()
@@ -318,6 +393,7 @@ class TensorRTBackend(Backend):
                 for buf in self._buffers:
                     cuda.free(buf)
                 self._buffers.clear()
+                self._device.clear()
                 for host in self._pinned:
                     cuda.free_pinned(host)
                 self._pinned.clear()
@@ -328,3 +404,21 @@ class TensorRTBackend(Backend):
                     cuda.destroy_stream(self._stream)
                     self._stream = None
             cuda.close()
+
+
+@register_backend("tensorrt-segmented", available=_available, priority=29)
+class TensorRTSegmentedBackend(TensorRTBackend):
+    """The TensorRT backend over segment engines (``adn-edge build --segments``): every
+    sub-network from 2*S engines, chained on one stream. Options as ``tensorrt``;
+    precision fp32 or fp16."""
+
+    segmented = True
+    build_command = "adn-edge build DIR --segments"
+
+    def _layout(self, precision: str | None) -> Layout:
+        return segmented_layout(self.manifest, self.codes, precision)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["segments"] = len(self._slots)
+        return d

@@ -137,3 +137,75 @@ def test_engine_from_another_tensorrt_is_refused(built: Path, tmp_path: Path) ->
     manifest.save(copy, data)
     with pytest.raises(AdnError, match="TensorRT 9.9.9"):
         open_backend(copy, "fp32")
+
+
+# ------------------------------------------------------------------ segmented mode
+
+
+@pytest.fixture(scope="module")
+def segmented_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """resnet_tiny (4 stages) with all 16 monolithic graphs and the 8 segment graphs,
+    every one built into an fp32 and an fp16 engine."""
+    torch = pytest.importorskip("torch", reason="exporting the model needs torch")
+    from adn_edge.build import build_directory
+    from adn_edge.export import export
+    from adn_edge.export.segments import export_segments
+    from adn_edge.models import create_model
+    from adn_edge.models.random_weights import randomize
+
+    torch.manual_seed(0)
+    model = randomize(create_model("resnet_tiny"), input_size=32).eval()
+    d = tmp_path_factory.mktemp("seg") / "resnet_tiny"
+    export(model, d, "all")
+    export_segments(model, d)
+    for precision in ("fp32", "fp16"):
+        build_directory(d, precision=precision, max_batch=4)
+        build_directory(d, precision=precision, max_batch=4, segments=True)
+    return d
+
+
+@pytest.mark.parametrize("precision,tol,graphs", [("fp32", 1e-3, False), ("fp16", 1e-2, False),
+                                                  ("fp16", 1e-2, True)])
+def test_segmented_engines_match_onnxruntime(segmented_dir: Path, precision: str, tol: float, graphs: bool) -> None:
+    from adn_edge import subnet
+    from adn_edge.runtime import EngineSwitcher
+
+    rng = np.random.default_rng(5)
+    with EngineSwitcher.open(segmented_dir, backend="tensorrt", segmented=True, precision=precision,
+                             cuda_graphs=graphs, graph_batch=1) as sw:
+        assert sw.describe()["engine"]["segments"] == 8
+        for n in (1, 3):
+            x = rng.standard_normal((n, 3, 32, 32)).astype(np.float32)
+            for code in subnet.all_codes(4):
+                ref = ort_logits(segmented_dir / f"resnet_tiny_{code}.onnx", x)
+                assert rel_err(sw.infer(x, code), ref) <= tol, (precision, code, n)
+
+
+def test_segment_engines_hold_fewer_weights(segmented_dir: Path) -> None:
+    from adn_edge import manifest
+
+    data = manifest.load(segmented_dir)
+    mono = sum(e["fp16"]["bytes"] for e in (s["engines"] for s in data["subnets"].values()))
+    seg = sum(part["engines"][kind]["fp16"]["bytes"] for part in data["segments"]["parts"]
+              for kind in ("full", "skip"))
+    assert seg < mono / 2, (seg, mono)
+
+
+def test_int8_segments_calibrate_on_feature_maps(segmented_dir: Path, tmp_path: Path) -> None:
+    """TensorRT's calibrator accepts the feature-map batches of segments 1..S-1 and the
+    chained INT8 engines stay close to float32 (random weights and images: loose bound)."""
+    from _buildkit import write_pngs
+
+    from adn_edge import subnet
+    from adn_edge.build import build_directory
+    from adn_edge.runtime import EngineSwitcher
+
+    images = tmp_path / "calib"
+    write_pngs(images, 32, size=(40, 36))
+    results = build_directory(segmented_dir, precision="int8", calib=images, max_batch=4, segments=True)
+    assert all(r["status"] == "built" for r in results), results
+    x = np.random.default_rng(6).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with EngineSwitcher.open(segmented_dir, backend="tensorrt", segmented=True, precision="int8") as sw:
+        for code in subnet.all_codes(4):
+            ref = ort_logits(segmented_dir / f"resnet_tiny_{code}.onnx", x)
+            assert rel_err(sw.infer(x, code), ref) <= 0.25, code
