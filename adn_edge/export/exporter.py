@@ -111,7 +111,7 @@ class Exporter:
                              list(self.spec.mean), list(self.spec.std), self.source, self.options.opset)
         fresh["recalibration"] = self._recalibration_record()
         # Evaluation preprocessing, for everything that feeds real images (calibration, eval).
-        fresh["input"].update(resize=self.spec.eval_resize(self.input_size), interpolation="bilinear")
+        fresh["input"].update(resize=self.spec.eval_resize(self.input_size), interpolation=self.spec.interpolation)
         if not manifest.path_in(self.out_dir).exists():
             return fresh
         try:

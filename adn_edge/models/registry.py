@@ -37,6 +37,8 @@ class ModelSpec:
     """'batchnorm' (folded into convs on export) or 'layernorm' (twin chosen statically)."""
     description: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    interpolation: str = "bilinear"
+    """Resampling of the evaluation resize (the official Swin-T evaluation uses bicubic)."""
     crop_pct: float | None = None
     """Evaluation crop fraction: resize the shorter side to ``size / crop_pct``, centre-crop
     ``size`` (official ImageNet models: 0.875, i.e. 256 -> 224). None: 0.875 for official

@@ -414,7 +414,7 @@ class _StaticHead(nn.Module):
         return _classify(x, self.norm, self.head)
 
 
-@register_model("swin_t", num_stages=4, family="swin", norm="layernorm",
+@register_model("swin_t", num_stages=4, family="swin", norm="layernorm", interpolation="bicubic",
                 description="official Swin-T-ADN: depths 2-2-6-2, base depths 1-1-3-1, window 7, 224x224")
 def swin_t(num_classes: int = 1000) -> SwinADN:
     return SwinADN(num_classes=num_classes)

@@ -58,6 +58,8 @@ class Preprocess:
     resize: int | None = None
     """Image files: shorter side resized to this, then centre-cropped to ``input_size``
     (the official evaluation recipe: 256 -> 224); None: no crop margin."""
+    interpolation: str = "bilinear"
+    """Resampling of that resize (``bicubic`` for Swin-T, as officially evaluated)."""
 
     @classmethod
     def for_arch(cls, arch: str, input_size: int | None = None) -> Preprocess:
@@ -65,7 +67,7 @@ class Preprocess:
 
         spec = get_spec(arch)
         size = input_size or spec.input_size
-        return cls(size, spec.mean, spec.std, spec.eval_resize(size))
+        return cls(size, spec.mean, spec.std, spec.eval_resize(size), spec.interpolation)
 
     @classmethod
     def for_checkpoint(cls, arch: str, header: dict[str, Any]) -> Preprocess:
@@ -76,7 +78,7 @@ class Preprocess:
         s = [float(v) for v in (header.get("std") or base.std)]
         from adn_edge.models import get_spec
 
-        return cls(size, (m[0], m[1], m[2]), (s[0], s[1], s[2]), get_spec(arch).eval_resize(size))
+        return cls(size, (m[0], m[1], m[2]), (s[0], s[1], s[2]), get_spec(arch).eval_resize(size), base.interpolation)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """``[N, C, H, W]`` in [0, 1] (C = 1 or 3) -> ``[N, 3, S, S]`` normalised float32."""
@@ -302,7 +304,9 @@ class ImageFolder(Dataset):
                 im = im.convert("RGB")
                 w, h = im.size
                 scale = r / min(w, h)
-                im = im.resize((max(r, round(w * scale)), max(r, round(h * scale))), Image.Resampling.BILINEAR)
+                resample = Image.Resampling.BICUBIC if self.prep.interpolation == "bicubic" \
+                    else Image.Resampling.BILINEAR
+                im = im.resize((max(r, round(w * scale)), max(r, round(h * scale))), resample)
                 w, h = im.size
                 left, top = (w - s) // 2, (h - s) // 2
                 im = im.crop((left, top, left + s, top + s))

