@@ -203,6 +203,7 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
                 results[code] = report_mod.subnet_result(stats, energy, skip_cfg=subnet_mod.to_skip_cfg(code),
                                                          gmacs=entry.get("gmacs"), **extra)
             describe = sw.describe()
+            precision = getattr(engine, "precision", None)  # what ran, whether asked for or the default
         finally:
             sw.close()
         power = report_mod.power_block(source.describe(), idle)
@@ -212,7 +213,8 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
             entry["accuracy"] = accuracy.get(code)
     device = machine_state(opts.device, threads=opts.threads)
     report = report_mod.make_report(
-        device=device, backend=backend, segmented=opts.segmented, batch=opts.batch, power=power, subnets=results,
+        device=device, backend=backend, segmented=opts.segmented, precision=precision, batch=opts.batch, power=power,
+        subnets=results,
         model={"arch": m["arch"], "directory": str(directory), "num_stages": m["num_stages"],
                "input_shape": shape, "precision": opts.precision},
         settings={**asdict(opts), "subnets": codes}, runtime=describe,

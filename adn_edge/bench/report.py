@@ -101,17 +101,29 @@ def make_report(*, device: Mapping[str, Any], backend: str, batch: int, power: M
     return report
 
 
-def bench_filename(kind: str, segmented: bool = False) -> str:
-    """``bench-<kind>.json``, or ``bench-<kind>-segmented.json`` for a segmented run: the
-    two modes run different graphs (a boundary per stage), so one must not overwrite
-    the other, and policies tell them apart (:func:`adn_edge.runtime.policies.find_bench`)."""
-    return f"bench-{kind}{'-segmented' if segmented else ''}.json"
+def bench_filename(kind: str, segmented: bool = False, precision: str | None = None) -> str:
+    """``bench-<kind>.json`` for the backend's default precision, ``bench-<kind>-<precision>.json``
+    when one was asked for (``--precision int8``), and ``-segmented`` for a segmented run.
+
+    Runs of other graphs must not overwrite each other: an INT8 bench replacing the
+    FP16 report would make a switcher running FP16 engines budget with INT8 latencies.
+    Policies match reports by their content (:func:`adn_edge.runtime.policies.find_bench`),
+    the name only keeps them apart.
+    """
+    return f"bench-{kind}{'-' + precision if precision else ''}{'-segmented' if segmented else ''}.json"
+
+
+def report_filename(report: Mapping[str, Any]) -> str:
+    """The file a report is written to (:func:`bench_filename` of its device, mode and the
+    precision its run asked for)."""
+    asked = (report.get("settings") or {}).get("precision")
+    return bench_filename(report["device"]["kind"], bool(report.get("segmented")), asked)
 
 
 def write_report(report: Mapping[str, Any], directory: str | os.PathLike[str]) -> Path:
-    """Validate and write the report into ``directory`` atomically, under :func:`bench_filename`."""
+    """Validate and write the report into ``directory`` atomically, under :func:`report_filename`."""
     validate_bench(report)
-    path = Path(directory) / bench_filename(report["device"]["kind"], bool(report.get("segmented")))
+    path = Path(directory) / report_filename(report)
     write_json(path, report)
     return path
 

@@ -80,5 +80,5 @@ def register(app: typer.Typer) -> None:
                 c.print(f"[yellow]warning[/] {code}: {e['warning']}")
         if not result["power"].get("measured"):
             c.print(result["power"].get("note", report.NOT_MEASURED))
-        c.print(f"wrote {directory / report.bench_filename(result['device']['kind'], result['segmented'])}"
+        c.print(f"wrote {directory / report.report_filename(result)}"
                 + (f" and {plot}" if plot else ""))

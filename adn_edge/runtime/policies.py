@@ -79,41 +79,48 @@ def _newest(paths: Sequence[Path]) -> Path:
 
 
 def find_bench(directory: Path, device: str | None = None, backend: str | None = None,
-               segmented: bool | None = None) -> Path | None:
+               segmented: bool | None = None, precision: str | None = None) -> Path | None:
     """The bench report to trust for a switcher of ``backend`` (in segmented mode when
     ``segmented``, which defaults to the backend's name ending in ``-segmented``, as a
-    segmented switcher's does).
+    segmented switcher's does), running ``precision``.
 
-    Monolithic: ``bench-<device>.json`` when a device is named, else the newest report
-    made with ``backend``, else the newest of all; segmented reports are never used.
-    They time other graphs (a boundary per stage, no fusion across it), and ignoring
-    them keeps every monolithic choice what it was before segmented reports existed.
+    Monolithic: the reports of ``device`` when one is named (``bench-<device>*.json``),
+    else the newest report made with ``backend``, else the newest of all; segmented
+    reports are never used. They time other graphs (a boundary per stage, no fusion
+    across it), and ignoring them keeps every monolithic choice what it was before
+    segmented reports existed.
 
-    Segmented: its own kind first (``bench-<device>-segmented.json``, else the newest
-    segmented report of ``backend``), then the monolithic report of the same device
-    or backend as a stand-in (what segmented switchers used before segmented reports
-    existed: the same sub-networks, short of the boundary costs, ~1 % on ONNX Runtime
-    CPU; :class:`Policy` notes it), then the newest segmented report of any backend,
-    then the newest of all. A close measurement beats none, with which no latency
-    budget can be honoured at all.
+    Segmented: its own kind first (the newest segmented report of the device or of
+    ``backend``), then the monolithic report of the same device or backend as a
+    stand-in (what segmented switchers used before segmented reports existed: the
+    same sub-networks, short of the boundary costs, ~1 % on ONNX Runtime CPU;
+    :class:`Policy` notes it), then the newest segmented report of any backend, then
+    the newest of all. A close measurement beats none, with which no latency budget
+    can be honoured at all.
+
+    Precision: at every step a report measured at ``precision`` (its ``precision``
+    key) wins; only when none is does another precision stand in (noted too): INT8
+    and FP16 latencies differ by 1.5-3x, so the wrong one misplaces every budget.
     """
     seg = _is_segmented(backend, segmented)
+    paths = sorted(directory.glob(BENCH_GLOB))
     if device is not None:
-        names = [bench_filename(device, True), bench_filename(device)] if seg else [bench_filename(device)]
-        for name in names:
-            if (directory / name).exists():
-                return directory / name
-        have = ", ".join(sorted(q.name for q in directory.glob(BENCH_GLOB))) or "none"
-        raise AdnError(f"{str(directory)!r} has no {' or '.join(names)} (benchmark reports there: {have}).",
-                       f"Create it with `adn-edge bench {directory} --device {device}{' --segmented' if seg else ''}`.")
-    found = [(p, *_bench_kind(p)) for p in sorted(directory.glob(BENCH_GLOB))]
-    base = backend.removesuffix("-segmented") if backend is not None else None
+        paths = [p for p in paths if p.name == f"bench-{device}.json" or p.name.startswith(f"bench-{device}-")]
+    found = [(p, *_bench_kind(p)) for p in paths]
+    base = backend.removesuffix("-segmented") if backend is not None and device is None else None
     # In order of preference: (same backend?, segmented?); None matches any backend.
     order = [(base, True), (base, False), (None, True), (None, False)] if seg else [(base, False), (None, False)]
-    for want_backend, want_seg in order:
-        same = [p for p, b, s in found if s == want_seg and (want_backend is None or b == want_backend)]
-        if same:
-            return _newest(same)
+    for want_precision in ([precision, None] if precision else [None]):
+        for want_backend, want_seg in order:
+            same = [p for p, b, s, q in found if s == want_seg and (want_backend is None or b == want_backend)
+                    and (want_precision is None or q == want_precision)]
+            if same:
+                return _newest(same)
+    if device is not None:
+        have = ", ".join(sorted(q.name for q in directory.glob(BENCH_GLOB))) or "none"
+        names = " or ".join([bench_filename(device, True), bench_filename(device)] if seg else [bench_filename(device)])
+        raise AdnError(f"{str(directory)!r} has no {names} (benchmark reports there: {have}).",
+                       f"Create it with `adn-edge bench {directory} --device {device}{' --segmented' if seg else ''}`.")
     return None
 
 
@@ -122,16 +129,16 @@ def _is_segmented(backend: str | None, segmented: bool | None) -> bool:
     return segmented if segmented is not None else bool(backend and backend.endswith("-segmented"))
 
 
-def _bench_kind(path: Path) -> tuple[str | None, bool]:
-    """(backend, segmented) of a report; an unreadable one stays a candidate (by its
-    name), so that choosing it fails with load_bench's clear error, not silently."""
+def _bench_kind(path: Path) -> tuple[str | None, bool, str | None]:
+    """(backend, segmented, precision) of a report; an unreadable one stays a candidate
+    (by its name), so that choosing it fails with load_bench's clear error, not silently."""
     try:
         data = read_json(path, "benchmark report")
     except AdnError:
         data = None
     if not isinstance(data, dict):
-        return None, path.name.endswith("-segmented.json")
-    return data.get("backend"), data.get("segmented") is True
+        return None, path.name.endswith("-segmented.json"), None
+    return data.get("backend"), data.get("segmented") is True, data.get("precision")
 
 
 def load_bench(path: Path) -> dict[str, Any]:
@@ -182,11 +189,11 @@ class Policy:
     @classmethod
     def from_directory(cls, directory: str | os.PathLike[str], manifest: Mapping[str, Any] | None = None,
                        codes: Sequence[str] | None = None, *, device: str | None = None, backend: str | None = None,
-                       segmented: bool | None = None, stat: str = "p99", energy_key: str = "energy_mj",
-                       metric: str = "top1") -> Policy:
-        """Read the manifest, the bench report (:func:`find_bench`: ``device``, ``backend``
-        and ``segmented`` pick it) and the evaluation; ``stat`` is the latency statistic
-        budgets are held to."""
+                       segmented: bool | None = None, precision: str | None = None, stat: str = "p99",
+                       energy_key: str = "energy_mj", metric: str = "top1") -> Policy:
+        """Read the manifest, the bench report (:func:`find_bench`: ``device``, ``backend``,
+        ``segmented`` and ``precision`` pick it) and the evaluation; ``stat`` is the
+        latency statistic budgets are held to."""
         from adn_edge import manifest as manifest_mod
 
         directory = Path(directory)
@@ -199,7 +206,7 @@ class Policy:
             gmacs.setdefault(c, e.get("gmacs"))
         codes = list(codes) if codes is not None else list(gmacs)
         segmented = _is_segmented(backend, segmented)
-        bench_path = find_bench(directory, device, backend, segmented)
+        bench_path = find_bench(directory, device, backend, segmented, precision)
         report = load_bench(bench_path) if bench_path else {}
         bench = {subnet.parse_code(c, num_stages): e for c, e in report.get("subnets", {}).items()}
         eval_path = find_eval(directory)
@@ -210,6 +217,10 @@ class Policy:
         if segmented and bench_path and report.get("segmented") is not True:
             notes.append(f"latencies from {bench_path.name}, measured on the monolithic graphs: segmented runs add "
                          "a graph boundary per stage (`adn-edge bench --segmented` measures them)")
+        measured = report.get("precision")
+        if precision and measured and measured != precision:
+            notes.append(f"latencies from {bench_path.name}, measured at {measured}; this switcher runs {precision} "
+                         f"(`adn-edge bench ... --precision {precision}` measures it)")
         if accuracy and any(c not in accuracy for c in codes):
             missing = [c for c in codes if c not in accuracy]
             notes.append(f"no accuracy for {', '.join(missing)}: they are never chosen")

@@ -294,6 +294,7 @@ class EngineSwitcher:
     def reload_policy(self, **kwargs: Any) -> Any:
         from adn_edge.runtime.policies import Policy
 
+        kwargs.setdefault("precision", getattr(self._backend, "precision", None))
         self._policy = Policy.from_directory(self.directory, self.manifest, self.codes,
                                              backend=self.backend_name, **kwargs)
         return self._policy

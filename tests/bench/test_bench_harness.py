@@ -109,3 +109,21 @@ def test_segmented_bench_is_reported_apart(tmp_path, capsys) -> None:
     assert mono["segmented"] is False and mono["runtime"]["backend"] == "onnxruntime"
     assert json.loads((tmp_path / "bench-cpu.json").read_text())["created"] == mono["created"]
     assert json.loads((tmp_path / "bench-cpu-segmented.json").read_text()) == seg
+
+
+def test_a_bench_at_another_precision_is_reported_apart(model_dir, tmp_path) -> None:
+    """``--precision`` names the report (bench-cpu-fp32.json) and every report records the
+    precision that ran, so an INT8 run never replaces the default one."""
+    import shutil
+
+    from adn_edge.bench.report import bench_filename
+
+    model_dir = shutil.copytree(model_dir, tmp_path / "d")
+    assert bench_filename("orin", False, "int8") == "bench-orin-int8.json"
+    assert bench_filename("orin", True, "fp16") == "bench-orin-fp16-segmented.json"
+    opts = dict(subnets=["1111"], iterations=5, warmup_iters=1, warmup_s=0)
+    default = run_bench(model_dir, BenchOptions(**opts))
+    asked = run_bench(model_dir, BenchOptions(precision="fp32", **opts))
+    assert default["precision"] == asked["precision"] == "fp32"
+    assert json.loads((model_dir / "bench-cpu.json").read_text())["created"] == default["created"]
+    assert json.loads((model_dir / "bench-cpu-fp32.json").read_text())["created"] == asked["created"]

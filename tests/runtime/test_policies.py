@@ -15,7 +15,7 @@ from tests.runtime._helpers import CODES
 
 
 def bench_report(latency: dict[str, float], energy: dict[str, float] | None = None, backend: str = "onnxruntime",
-                 device: str = "cpu", segmented: bool | None = None) -> dict:
+                 device: str = "cpu", segmented: bool | None = None, precision: str | None = None) -> dict:
     subnets = {}
     for code, ms in latency.items():
         e = None if energy is None else energy[code]
@@ -27,6 +27,8 @@ def bench_report(latency: dict[str, float], energy: dict[str, float] | None = No
               "batch": 1, "power": {"source": "none"}, "subnets": subnets}
     if segmented is not None:  # reports from before segmented runs existed have no such key
         report["segmented"] = segmented
+    if precision is not None:  # nor a precision
+        report["precision"] = precision
     return report
 
 
@@ -207,3 +209,19 @@ def test_switchers_read_the_report_of_their_mode(model_dir, tmp_path):
         assert bench_of(mono.policy) == "bench-cpu.json"
         assert bench_of(seg.policy) == "bench-cpu-segmented.json"
         assert seg.policy.candidates["1111"].latency_ms == 2 * cost("1111")
+
+
+def test_policies_read_the_report_of_the_precision_that_runs(pdir):
+    """An INT8 bench must not budget an FP32 switcher: the report of the switcher's
+    precision wins even when older; another precision only stands in, with a note."""
+    write(pdir, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}, precision="fp32"))
+    write(pdir, "bench-cpu-int8.json", bench_report({c: cost(c) / 3 for c in CODES}, precision="int8"))
+    os.utime(pdir / "bench-cpu.json", (1, 1))  # the fp32 report is the older one
+    fp32 = Policy.from_directory(pdir, backend="onnxruntime", precision="fp32")
+    assert bench_of(fp32) == "bench-cpu.json" and fp32.candidates["1111"].latency_ms == cost("1111")
+    assert not fp32.notes
+    int8 = Policy.from_directory(pdir, device="cpu", precision="int8")
+    assert bench_of(int8) == "bench-cpu-int8.json"
+    fp16 = Policy.from_directory(pdir, backend="onnxruntime", precision="fp16")
+    assert bench_of(fp16) == "bench-cpu-int8.json"  # none at fp16: the newest stands in
+    assert any("measured at int8; this switcher runs fp16" in n for n in fp16.notes)
