@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adn_edge.errors import AdnError
-from adn_edge.runtime.backend import Backend, register_backend
+from adn_edge.runtime.backend import Backend, read_verified, register_backend
 from adn_edge.runtime.engine_chain import INPUT, LOGITS, Layout, Link, monolithic_layout, segmented_layout
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class TensorRTBackend(Backend):
     index), ``cuda_graphs`` (capture one CUDA graph per sub-network at
     ``graph_batch``; other batch sizes run without)."""
 
-    verifies_artifacts = True  # every engine is read through manifest.verify_file below
+    verifies_artifacts = True  # every engine is read through read_verified below
     build_command = "adn-edge build DIR"
     """How to rebuild this backend's engines, for error messages."""
 
@@ -163,7 +163,6 @@ class TensorRTBackend(Backend):
         import tensorrt as trt
 
         from adn_edge.build.plan import Environment, check_engine_compatible
-        from adn_edge.manifest import verify_file
 
         major, minor = self._cuda.compute_capability()
         env = Environment(str(trt.__version__), self._cuda.device_name(), f"{major}.{minor}")
@@ -176,7 +175,7 @@ class TensorRTBackend(Backend):
 
         engines: dict[str, tuple[trt.ICudaEngine, int]] = {}
         for key, link in layout.links.items():
-            blob = verify_file(self.directory, dict(link.record)).read_bytes()
+            blob = read_verified(self.directory, dict(link.record))  # the hashed bytes are the ones loaded
             engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(blob)  # None on failure
             if engine is None:
                 raise AdnError(f"TensorRT {env.tensorrt_version} could not deserialize {link.record['path']}.",
