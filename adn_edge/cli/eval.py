@@ -29,6 +29,10 @@ def register(app: typer.Typer) -> None:
                                          "BN statistics on training images first (BatchNorm archs)."),
         recal_samples: int = typer.Option(512, "--recal-samples", help="Training images for --recalibrate."),
         batch_size: int = typer.Option(128, "--batch-size", "-b", help="Evaluation batch size."),
+        precision: str = typer.Option(None, "--precision", help="Model directory: graphs/engines to run (fp32, "
+                                      "fp16, int8, best; backend default); written to eval-<precision>.json."),
+        segmented: bool = typer.Option(False, "--segmented", help="Model directory: run the segment graphs or "
+                                       "engines (as `EngineSwitcher.open(..., segmented=True)`)."),
         threads: int = typer.Option(None, "--threads", help="CPU threads for PyTorch."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     ) -> None:
@@ -60,13 +64,20 @@ def register(app: typer.Typer) -> None:
             if recalibrate:
                 raise AdnError("--recalibrate applies to checkpoints; an exported directory's graphs are already "
                                "folded.", "Export with recalibration (adn-edge export --recalibrate DATA) instead.")
+            variant = "-".join(v for v in ((precision or "").lower(), "segmented" if segmented else "") if v)
             prep = ev.preprocess_for_directory(target)
             dataset = data_mod.load_data(data, "test", prep)
             result = ev.evaluate_directory(target, dataset, subnet, backend=backend, batch_size=batch_size,
-                                           iterate=None if as_json else progress)
+                                           iterate=None if as_json else progress, precision=precision,
+                                           segmented=segmented)
             out_dir = out or target
             label = man.get("arch")
         else:
+            if precision is not None or segmented:
+                raise AdnError("--precision and --segmented choose among an exported directory's graphs; a "
+                               "checkpoint is evaluated with PyTorch in float32.",
+                               "Pass the model directory written by `adn-edge export`, or leave them out.")
+            variant = ""
             from adn_edge import checkpoint as ckpt_mod
             from adn_edge.export.exporter import default_out_dir
 
@@ -87,7 +98,7 @@ def register(app: typer.Typer) -> None:
                                        recal_samples=recal_samples, iterate=None if as_json else progress)
             out_dir = out or default_out_dir(model.arch)
             label = model.arch
-        path = ev.write_eval(out_dir, result)
+        path = ev.write_eval(out_dir, result, variant=variant)
         record = result.record()
         if as_json:
             print_json({**record, "file": str(path)})

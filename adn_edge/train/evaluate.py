@@ -71,15 +71,21 @@ class EvalResult:
     source: str
     subnets: dict[str, SubnetAccuracy] = field(default_factory=dict)
     recalibrated: bool = False
+    precision: str | None = None
+    """Of an exported directory's graphs or engines (what ran); None for PyTorch."""
+    segmented: bool = False
 
     @property
     def samples(self) -> int:
         return max((s.samples for s in self.subnets.values()), default=0)
 
     def record(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "dataset": self.dataset, "split": self.split, "samples": self.samples,
-                "source": self.source, "recalibrated": self.recalibrated,
-                "subnets": {c: s.record() for c, s in self.subnets.items()}}
+        rec: dict[str, Any] = {"schema": SCHEMA, "dataset": self.dataset, "split": self.split,
+                               "samples": self.samples, "source": self.source, "recalibrated": self.recalibrated}
+        if self.precision is not None:
+            rec.update(precision=self.precision, segmented=self.segmented)
+        rec["subnets"] = {c: s.record() for c, s in self.subnets.items()}
+        return rec
 
     def top1(self) -> dict[str, float]:
         return {c: s.top1 for c, s in self.subnets.items()}
@@ -167,17 +173,26 @@ def evaluate_model(model: Any, data: Dataset, codes: str | Sequence[str] | None 
 
 
 def evaluate_directory(model_dir: str | os.PathLike[str], data: Dataset, codes: str | Sequence[str] | None = "all",
-                       backend: str = "auto", batch_size: int = 64, iterate: Iterate | None = None) -> EvalResult:
+                       backend: str = "auto", batch_size: int = 64, iterate: Iterate | None = None,
+                       precision: str | None = None, segmented: bool = False) -> EvalResult:
     """Accuracy of exported sub-networks through ``EngineSwitcher`` on ``data``.
 
     ``data`` must be preprocessed with the directory's input size and mean/std
-    (:func:`preprocess_for_directory`).
+    (:func:`preprocess_for_directory`). ``precision`` and ``segmented`` open the
+    switcher as a robot would (``precision="int8", segmented=True``: the calibrated
+    INT8 segment engines), which is the accuracy worth knowing before deploying them.
     """
     from adn_edge import manifest as manifest_mod
 
     directory = Path(model_dir)
     man = manifest_mod.load(directory)
-    wanted = manifest_mod.resolve_codes(man, codes)
+    if segmented:
+        from adn_edge.runtime.segmented import segments_record
+
+        present = dict(segments_record(man).get("subnets", {}))
+        wanted = manifest_mod.resolve_codes(man, codes, present)
+    else:
+        wanted = manifest_mod.resolve_codes(man, codes)
     num_classes = int(man["num_classes"])
     _check_classes(data, num_classes, f"the model in {str(directory)!r}")
     try:
@@ -186,10 +201,13 @@ def evaluate_directory(model_dir: str | os.PathLike[str], data: Dataset, codes: 
         raise AdnError(f"The runtime (adn_edge.runtime.EngineSwitcher) is not available: {exc}.",
                        "Evaluate the checkpoint with PyTorch instead (adn-edge eval CHECKPOINT).") from None
     name, split = _data_label(data)
-    sw = EngineSwitcher.open(str(directory), backend=backend, subnets=wanted)
+    sw = EngineSwitcher.open(str(directory), backend=backend, subnets=wanted, precision=precision,
+                             segmented=segmented)
     try:
         source = _backend_name(sw, backend)
-        result = EvalResult(name, split, source, {c: SubnetAccuracy(c) for c in wanted})
+        ran = getattr(sw.engine, "precision", None)
+        result = EvalResult(name, split, source, {c: SubnetAccuracy(c) for c in wanted},
+                            precision=str(ran) if ran else "fp32", segmented=segmented)
         loader = _loader(data, batch_size)
         it = iterate(loader, f"eval {directory.name} on {source}") if iterate else loader
         for x, y in it:
@@ -227,24 +245,27 @@ def preprocess_for_directory(model_dir: str | os.PathLike[str]) -> Any:
                       str(inp.get("interpolation") or "bilinear"))
 
 
-def eval_path(model_dir: str | os.PathLike[str]) -> Path:
-    return Path(model_dir) / EVAL_FILENAME
+def eval_path(model_dir: str | os.PathLike[str], variant: str = "") -> Path:
+    """``eval.json``, or ``eval-<variant>.json`` (``eval-int8-segmented.json``) for a run
+    of other graphs than the default ones: policies read ``eval.json`` first, so an
+    evaluation of INT8 engines is kept beside the default accuracies, not over them."""
+    return Path(model_dir) / (f"eval-{variant}.json" if variant else EVAL_FILENAME)
 
 
-def write_eval(model_dir: str | os.PathLike[str], result: EvalResult, merge: bool = True) -> Path:
+def write_eval(model_dir: str | os.PathLike[str], result: EvalResult, merge: bool = True, variant: str = "") -> Path:
     """Write ``eval.json`` atomically; keep other sub-networks of a compatible earlier run.
 
     Results merge only when dataset, split, source, sample count and recalibration
     agree, so that one file never mixes figures measured on different data.
     """
-    path = eval_path(model_dir)
+    path = eval_path(model_dir, variant)
     record = result.record()
     if merge and path.exists():
         try:
             old = read_json(path, "evaluation file")
         except AdnError:
             old = None
-        keys = ("schema", "dataset", "split", "source", "samples", "recalibrated")
+        keys = ("schema", "dataset", "split", "source", "samples", "recalibrated", "precision", "segmented")
         if isinstance(old, dict) and all(old.get(k) == record.get(k) for k in keys):
             record["subnets"] = {**old.get("subnets", {}), **record["subnets"]}
     write_json(path, record)

@@ -108,6 +108,23 @@ def test_eval_cli_writes_eval_json_for_a_checkpoint(two_epoch_run, tmp_path, cap
     assert code == 0, err
     rec = json.loads((tmp_path / "eval.json").read_text())
     assert set(rec["subnets"]) == {"1111", "0000"} and rec["samples"] == 360 and rec["dataset"] == "digits"
+    code, _, err = run_cli(["eval", str(out / "model.safetensors"), "--data", "builtin", "--precision", "int8",
+                            "--out", str(tmp_path)], capsys)
+    assert code == 2 and "exported directory" in " ".join(err.split())
+
+
+def test_eval_cli_segmented_directory(two_epoch_run, tmp_path, capsys):
+    out, _ = two_epoch_run
+    d = tmp_path / "d"
+    code, _, err = run_cli(["export", str(out / "model.safetensors"), "-s", "super", "--segments", "--out", str(d),
+                            "--json"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["eval", str(d), "--data", "builtin", "--segmented", "--backend", "onnxruntime",
+                            "--json"], capsys)
+    assert code == 0, err
+    rec = json.loads((d / "eval-segmented.json").read_text())
+    assert len(rec["subnets"]) == 16 and rec["segmented"] is True and rec["source"] == "onnxruntime-segmented"
+    assert not (d / "eval.json").exists()
 
 
 def test_other_bad_options_exit_2(tmp_path, capsys):

@@ -130,3 +130,30 @@ def test_directory_eval_through_the_runtime_matches_pytorch(two_epoch_run, tmp_p
         assert res.subnets[c].correct1 == ref.subnets[c].correct1
     write_eval(tmp_path, res)
     assert json.loads((tmp_path / "eval.json").read_text())["source"] == res.source
+
+
+def test_segmented_directory_eval_covers_every_chain(two_epoch_run, tmp_path, prep):
+    """``--segmented`` evaluates the segment chains: all 2^S sub-networks (only two were
+    exported whole), each as accurate as PyTorch, written beside eval.json, not over it."""
+    from adn_edge import subnet
+    from adn_edge.export import ExportOptions, export
+    from adn_edge.export.segments import export_segments
+    from adn_edge.train.evaluate import evaluate_directory, preprocess_for_directory
+
+    model = two_epoch_run[1].model.eval()
+    opts = ExportOptions(input_size=16)
+    export(model, tmp_path, ["1111", "0101"], options=opts)
+    export_segments(model, tmp_path, options=opts)
+    test = data_mod.load_builtin("digits", "test", preprocess_for_directory(tmp_path))
+    small = TensorImages(test.images[:64], test.labels[:64], test.classes, "digits", "test")
+    res = evaluate_directory(tmp_path, small, "all", backend="onnxruntime", segmented=True)
+    ref = evaluate_model(model, small, "all")
+    assert set(res.subnets) == set(subnet.all_codes(4))
+    for c in res.subnets:
+        assert res.subnets[c].correct1 == ref.subnets[c].correct1, c
+    rec = res.record()
+    assert (rec["source"], rec["precision"], rec["segmented"]) == ("onnxruntime-segmented", "fp32", True)
+    write_eval(tmp_path, evaluate_directory(tmp_path, small, "all", backend="onnxruntime"))
+    path = write_eval(tmp_path, res, variant="fp32-segmented")
+    assert path.name == "eval-fp32-segmented.json"
+    assert json.loads((tmp_path / "eval.json").read_text())["segmented"] is False
