@@ -121,7 +121,8 @@ def build_directory(
     --segments`` graphs: each stage in its full and skip forms), from which the
     ``tensorrt-segmented`` runtime chains every sub-network: 8 engines holding each
     weight about once, instead of 16 engines with 16 copies, for ResNet50-ADN.
-    Segments build in fp32 or fp16.
+    Segments build in fp32 or fp16, and in int8/best on TensorRT 10 with ``calib``
+    (each segment calibrated on the images carried through the segments before it).
 
     Batch sizes left as None default to 1/1/8 for a dynamic-batch export and to the
     exported batch for a static one. ``calib`` is a folder of images for INT8

@@ -115,21 +115,32 @@ class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         return self.data.batch_size if self.data is not None else 1
 
     def get_batch(self, names: list[str]) -> list[int]:
-        if self._buf is None or self._stream is None or self.cuda is None:
+        # TensorRT's Python wrapper turns any exception raised here into "no more
+        # batches": everything is caught, kept, and re-raised after the build.
+        if self._buf is None or self._stream is None or self.cuda is None or self.error is not None:
             return []
         try:
             batch = next(self._iter)
+            host = np.ascontiguousarray(batch, dtype=np.float32)
+            with self.cuda.activate():
+                self.cuda.copy_htod_async(self._buf, host, self._stream)
+                self.cuda.synchronize(self._stream)
         except StopIteration:
             return []
-        except BaseException as exc:  # noqa: BLE001 - TensorRT would swallow it; re-raised after the build
+        except BaseException as exc:  # noqa: BLE001 - re-raised after the build
             self.error = exc
             return []
-        host = np.ascontiguousarray(batch, dtype=np.float32)
-        with self.cuda.activate():
-            self.cuda.copy_htod_async(self._buf, host, self._stream)
-            self.cuda.synchronize(self._stream)
         self.batches_fed += 1
         return [self._buf.ptr for _ in names]
+
+    @property
+    def incomplete(self) -> str | None:
+        """Why the scales do not stand for the whole calibration set, or None."""
+        if self.error is not None:
+            return f"calibration failed: {self.error}"
+        if self.data is not None and self.cuda is not None and self.batches_fed < len(self.data):
+            return f"calibration stopped after {self.batches_fed} of {len(self.data)} batches"
+        return None
 
     # TensorRT's documented protocol: return None when there is no usable cache.
     def read_calibration_cache(self) -> bytes | None:
@@ -138,6 +149,8 @@ class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         return None
 
     def write_calibration_cache(self, cache: memoryview | bytes) -> None:
+        if self.incomplete is not None:
+            return  # scales from part of the data must not become a cache later builds trust
         try:
             write_bytes(self.plan.cache_path, bytes(cache))
         except BaseException as exc:  # noqa: BLE001 - re-raised after the build
@@ -272,6 +285,9 @@ class TrtToolchain:
         errors, warnings = self.logger.take()
         if calibrator is not None and calibrator.error is not None:
             raise calibrator.error
+        if calibrator is not None and calibrator.incomplete is not None:
+            raise BuildFailure(f"INT8 calibration of {job.engine} is incomplete ({calibrator.incomplete}); "
+                               "no engine or calibration cache was written.")
         if serialized is None:
             detail = "; ".join(errors[-5:]) or "no error was logged"
             raise BuildFailure(f"TensorRT could not build {job.engine} from {onnx_path.name}: {detail}.")

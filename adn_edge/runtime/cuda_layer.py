@@ -35,6 +35,19 @@ class CudaError(RuntimeError):
     """A CUDA call failed (out of memory, invalid handle): a fault, not user input."""
 
 
+class CaptureFailed(CudaError):
+    """Stream capture was invalidated (something in the captured work cannot be put in
+    a graph, or another stream touched the legacy default stream meanwhile). Not
+    fatal: the work runs without a CUDA graph, as trtexec does."""
+
+
+STREAM_NON_BLOCKING = 1
+"""``cudaStreamNonBlocking`` / ``CU_STREAM_NON_BLOCKING``."""
+CAPTURE_INVALIDATED = 901
+"""``cudaErrorStreamCaptureInvalidated`` (runtime API) and
+``CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`` (driver API) share this code."""
+
+
 # --------------------------------------------------------------------------- handles
 
 
@@ -97,7 +110,11 @@ class CudaApi(Protocol):
     def elapsed_ms(self, start: Event, end: Event) -> float: ...
     def destroy_event(self, event: Event) -> None: ...
     def begin_capture(self, stream: Stream) -> None: ...
-    def end_capture(self, stream: Stream) -> Graph: ...
+    def end_capture(self, stream: Stream) -> Graph:
+        """The captured graph, instantiated; :class:`CaptureFailed` when the capture was
+        invalidated (the stream is usable again afterwards)."""
+        ...
+
     def launch(self, graph: Graph, stream: Stream) -> None: ...
     def destroy_graph(self, graph: Graph) -> None: ...
     def close(self) -> None: ...
@@ -128,7 +145,8 @@ class _CudartModule(Protocol):
     def cudaMallocHost(self, size: int) -> tuple[Any, int]: ...
     def cudaFreeHost(self, ptr: int) -> tuple[Any]: ...
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: Any, stream: Any) -> tuple[Any]: ...
-    def cudaStreamCreate(self) -> tuple[Any, Any]: ...
+    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[Any, Any]: ...
+    def cudaGetLastError(self) -> tuple[Any]: ...
     def cudaStreamSynchronize(self, stream: Any) -> tuple[Any]: ...
     def cudaStreamDestroy(self, stream: Any) -> tuple[Any]: ...
     def cudaEventCreate(self) -> tuple[Any, Any]: ...
@@ -246,7 +264,9 @@ class CudaPython:
                     "cudaMemcpyAsync(D2H)")
 
     def create_stream(self) -> Stream:
-        (s,) = self._check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+        # Non-blocking: work another library puts on the legacy default stream (ONNX
+        # Runtime, a synchronous copy) neither serialises with it nor invalidates a capture.
+        (s,) = self._check(self.rt.cudaStreamCreateWithFlags(STREAM_NON_BLOCKING), "cudaStreamCreateWithFlags")
         return Stream(int(s), s)
 
     def synchronize(self, stream: Stream) -> None:
@@ -280,7 +300,11 @@ class CudaPython:
         self._check(self.rt.cudaStreamBeginCapture(stream.native, mode), "cudaStreamBeginCapture")
 
     def end_capture(self, stream: Stream) -> Graph:
-        (graph,) = self._check(self.rt.cudaStreamEndCapture(stream.native), "cudaStreamEndCapture")
+        result = self.rt.cudaStreamEndCapture(stream.native)
+        if int(result[0]) == CAPTURE_INVALIDATED:
+            self.rt.cudaGetLastError()  # clear it, so the next call does not report it
+            raise CaptureFailed(f"stream capture was invalidated: {self._errstr(result[0])}")
+        (graph,) = self._check(result, "cudaStreamEndCapture")
         try:
             (exec_,) = self._check(self.rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
         except CudaError:
@@ -378,6 +402,8 @@ class _LibCuda:
 
     def _call(self, fn: str, *args: Any) -> None:
         rc = int(getattr(self.lib, fn)(*args))
+        if rc == CAPTURE_INVALIDATED:
+            raise CaptureFailed(f"{fn}: stream capture was invalidated (CUresult {rc})")
         if rc != 0:
             raise CudaError(f"{fn} failed with CUresult {rc}")
 
@@ -485,7 +511,7 @@ class PyCuda:
 
     def create_stream(self) -> Stream:
         with self.activate():
-            s = self.drv.Stream()
+            s = self.drv.Stream(flags=STREAM_NON_BLOCKING)  # see CudaPython.create_stream
         return Stream(int(s.handle), s)
 
     def synchronize(self, stream: Stream) -> None:

@@ -27,9 +27,12 @@ when a backend is constructed, and :func:`_available` says why it cannot be.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +40,10 @@ import numpy as np
 
 from adn_edge.errors import AdnError
 from adn_edge.runtime.backend import Backend, read_verified, register_backend
+from adn_edge.runtime.cuda_layer import CaptureFailed, CudaError
 from adn_edge.runtime.engine_chain import INPUT, LOGITS, Layout, Link, monolithic_layout, segmented_layout
+
+log = logging.getLogger("adn_edge.runtime")
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -296,8 +302,15 @@ class TensorRTBackend(Backend):
         self._cuda.begin_capture(stream)
         try:
             ok = enqueue()
-        finally:
+        except BaseException:
+            with contextlib.suppress(CudaError):  # end the capture; the enqueue's error is the one to see
+                self._cuda.destroy_graph(self._cuda.end_capture(stream))
+            raise
+        try:
             graph = self._cuda.end_capture(stream)
+        except CaptureFailed as exc:  # as trtexec: not fatal, this sub-network runs without a graph
+            self.graph_notes.append(f"{program.code}: CUDA graph capture failed ({exc}); runs without")
+            return
         if not ok:
             self._cuda.destroy_graph(graph)
             self.graph_notes.append(f"{program.code}: TensorRT could not be captured into a CUDA graph; runs without")
@@ -322,24 +335,29 @@ class TensorRTBackend(Backend):
                 raise AdnError(f"Batch {n} is outside the {code} engines' range "
                                f"{program.min_batch}..{program.max_batch}.",
                                f"Rebuild with `{self.build_command} --max-batch {max(n, 1)} --force`.")
-            assert self._stream is not None
+            stream = self._stream
+            assert stream is not None
             with self._cuda.activate():
                 host_in = self._h_in.array[:n]
                 host_in[...] = batch
-                self._cuda.copy_htod_async(self._device[INPUT], host_in, self._stream)
-                self._cuda.record(self._events[0], self._stream)
-                graph = program.graphs.get(n)
-                if graph is not None:
-                    self._cuda.launch(graph, self._stream)
-                else:
-                    for slot in program.slots:
-                        self._set_batch(slot, n)
-                        if not slot.context.execute_async_v3(self._stream.handle):
-                            raise RuntimeError(f"TensorRT execution of the {slot.link.key} engine failed")
-                self._cuda.record(self._events[1], self._stream)
-                host_out = self._h_out.array[:n]
-                self._cuda.copy_dtoh_async(host_out, self._device[LOGITS], self._stream)
-                self._cuda.synchronize(self._stream)
+                self._cuda.copy_htod_async(self._device[INPUT], host_in, stream)
+                try:
+                    self._cuda.record(self._events[0], stream)
+                    graph = program.graphs.get(n)
+                    if graph is not None:
+                        self._cuda.launch(graph, stream)
+                    else:
+                        for slot in program.slots:
+                            self._set_batch(slot, n)
+                            if not slot.context.execute_async_v3(stream.handle):
+                                raise RuntimeError(f"TensorRT execution of the {slot.link.key} engine failed")
+                    self._cuda.record(self._events[1], stream)
+                    host_out = self._h_out.array[:n]
+                    self._cuda.copy_dtoh_async(host_out, self._device[LOGITS], stream)
+                finally:
+                    # Also on failure: the next run must not write the pinned input while
+                    # this run's copy of it may still be in flight.
+                    self._cuda.synchronize(stream)
                 self.last_device_ms = self._cuda.elapsed_ms(self._events[0], self._events[1])
                 out: np.ndarray = host_out.copy()
                 return out
@@ -366,6 +384,9 @@ class TensorRTBackend(Backend):
     # ---------------------------------------------------------------- close
 
     def close(self) -> None:
+        """Release everything, each step on its own: after a CUDA fault (a sticky error
+        makes every later call fail) the rest is still released and the fault logged,
+        not raised over the error that led here."""
         with self._lock:
             if self._closed:
                 return
@@ -373,12 +394,22 @@ class TensorRTBackend(Backend):
             cuda = self._cuda if hasattr(self, "_cuda") else None
             if cuda is None:
                 return
-            with cuda.activate():
-                if self._stream is not None:
-                    cuda.synchronize(self._stream)
+            failures: list[str] = []
+
+            def attempt(what: str, fn: Callable[[], object]) -> None:
+                try:
+                    fn()
+                except Exception as exc:  # noqa: BLE001 - logged; releasing goes on
+                    failures.append(f"{what}: {exc}")
+
+            with contextlib.ExitStack() as stack:
+                attempt("activate", lambda: stack.enter_context(cuda.activate()))
+                stream = self._stream
+                if stream is not None:
+                    attempt("synchronize", partial(cuda.synchronize, stream))
                 for program in self._programs.values():
                     for graph in program.graphs.values():
-                        cuda.destroy_graph(graph)
+                        attempt("destroy graph", partial(cuda.destroy_graph, graph))
                     program.graphs.clear()
                 self._programs.clear()
                 # Contexts before engines before the runtime (TensorRT's ownership order),
@@ -390,26 +421,28 @@ class TensorRTBackend(Backend):
                 self._slots.clear()
                 self._runtime = None
                 for buf in self._buffers:
-                    cuda.free(buf)
+                    attempt("free", partial(cuda.free, buf))
                 self._buffers.clear()
                 self._device.clear()
                 for host in self._pinned:
-                    cuda.free_pinned(host)
+                    attempt("free pinned", partial(cuda.free_pinned, host))
                 self._pinned.clear()
                 for event in getattr(self, "_events", ()):
-                    cuda.destroy_event(event)
+                    attempt("destroy event", partial(cuda.destroy_event, event))
                 self._events = ()
-                if self._stream is not None:
-                    cuda.destroy_stream(self._stream)
+                if stream is not None:
+                    attempt("destroy stream", partial(cuda.destroy_stream, stream))
                     self._stream = None
-            cuda.close()
+            attempt("close", cuda.close)
+            if failures:
+                log.warning("TensorRT backend: releasing hit CUDA errors: %s", "; ".join(failures))
 
 
 @register_backend("tensorrt-segmented", available=_available, priority=29)
 class TensorRTSegmentedBackend(TensorRTBackend):
     """The TensorRT backend over segment engines (``adn-edge build --segments``): every
     sub-network from 2*S engines, chained on one stream. Options as ``tensorrt``;
-    precision fp32 or fp16."""
+    precision: whichever all segment engines were built in (fp16 first)."""
 
     segmented = True
     build_command = "adn-edge build DIR --segments"

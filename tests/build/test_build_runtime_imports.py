@@ -151,7 +151,8 @@ class _FakeCudart:
         self.copies.append((dst, src, count, kind))
         return (0,)
 
-    def cudaStreamCreate(self):  # noqa: N802
+    def cudaStreamCreateWithFlags(self, flags):  # noqa: N802
+        assert flags == 1  # non-blocking: see CudaPython.create_stream
         return (0, 1234)
 
     def cudaStreamSynchronize(self, s):  # noqa: N802

@@ -30,7 +30,7 @@ import numpy as np
 
 from adn_edge.build.options import BuildOptions, ProfileShapes
 from adn_edge.build.plan import BuiltEngine, Environment, Job
-from adn_edge.runtime.cuda_layer import DeviceBuffer, Event, Graph, HostBuffer, Stream
+from adn_edge.runtime.cuda_layer import CaptureFailed, CudaError, DeviceBuffer, Event, Graph, HostBuffer, Stream
 
 MAGIC = b"FAKETRT1"
 VERSION = "10.3.0"
@@ -84,6 +84,11 @@ class FakeCuda:
     def __init__(self) -> None:
         self.closed = False
         self.freed: list[int] = []
+        self.invalidate_captures = False
+        """Make every capture fail as an invalidated one does on a GPU."""
+        self.sticky_fault = False
+        """Make synchronize fail as after an illegal address: every later call would too."""
+        self.synchronized = 0
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
@@ -119,7 +124,9 @@ class FakeCuda:
         return Stream(1, None)
 
     def synchronize(self, stream: Stream) -> None:
-        pass
+        self.synchronized += 1
+        if self.sticky_fault:
+            raise CudaError("cudaStreamSynchronize failed: an illegal memory access was encountered")
 
     def destroy_stream(self, stream: Stream) -> None:
         pass
@@ -141,6 +148,8 @@ class FakeCuda:
 
     def end_capture(self, stream: Stream) -> Graph:
         work, DEVICE.capturing = DEVICE.capturing, None
+        if self.invalidate_captures:
+            raise CaptureFailed("stream capture was invalidated: operation not permitted when stream is capturing")
         return Graph(work, None)
 
     def launch(self, graph: Graph, stream: Stream) -> None:

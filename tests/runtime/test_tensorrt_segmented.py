@@ -288,3 +288,31 @@ def test_int8_segments_calibrate_on_features_of_every_prefix(model_dir: Path, tm
     with EngineSwitcher.open(d, backend="tensorrt", segmented=True, precision="int8", subnets=["1001"]) as sw:
         assert sw.describe()["engine"]["precision"] == "int8"
         assert rel_err(sw.infer(inputs[1]), references["1001"][1]) <= TOL  # the double runs the fp32 graph
+
+
+# ------------------------------------------------------------------ CUDA faults
+
+
+def test_a_failed_graph_capture_runs_without_a_graph(built: Path, gpu: fake.FakeCuda, inputs,
+                                                     references) -> None:
+    """An invalidated capture is not fatal (as in trtexec): the sub-network runs eagerly."""
+    gpu.invalidate_captures = True
+    with EngineSwitcher.open(built, backend="tensorrt", segmented=True, subnets=["1100", "0011"],
+                             cuda_graphs=True, graph_batch=2) as sw:
+        d = sw.describe()["engine"]
+        assert d["cuda_graphs"] == {} and len(d["notes"]) == 2 and "capture failed" in d["notes"][0]
+        assert rel_err(sw.infer(inputs[1], "0011"), references["0011"][1]) <= TOL
+
+
+def test_close_after_a_cuda_fault_releases_everything(built: Path, gpu: fake.FakeCuda,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    sw = EngineSwitcher.open(built, backend="tensorrt", segmented=True, subnets=["1010"])
+    allocated = set(fake.DEVICE.memory)
+    gpu.sticky_fault = True
+    with pytest.raises(Exception, match="illegal memory access"):
+        sw.infer(np.zeros((1, 3, 32, 32), np.float32))
+    sw.close()  # no exception: the fault is logged, the memory still freed
+    assert "illegal memory access" in caplog.text
+    # the activation buffer and the four I/O buffers (input, a, b, logits), all freed
+    assert len(gpu.freed) == 5 and set(gpu.freed) <= allocated and not set(gpu.freed) & set(fake.DEVICE.memory)
+    assert gpu.closed
