@@ -45,14 +45,19 @@ MODES = (("monolithic", False), ("segmented", True))
 
 
 def gpu_used_mb() -> float | None:
+    """Device-wide used memory from NVML; None without nvidia-ml-py or where NVML has no
+    memory figure (Jetsons share memory with the CPU: read tegrastats there)."""
     try:
         import pynvml
-    except ImportError:
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - ImportError, or NVMLError without a driver
         return None
-    pynvml.nvmlInit()
     try:
         info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0))
         return float(info.used) / 2**20
+    except Exception:  # noqa: BLE001 - e.g. NVML_ERROR_NOT_SUPPORTED on integrated GPUs
+        return None
     finally:
         pynvml.nvmlShutdown()
 
@@ -80,14 +85,15 @@ def time_code(sw: Any, code: str, x: np.ndarray, iterations: int) -> tuple[list[
     return host, device
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="resnet50")
     ap.add_argument("--precision", default="fp16", choices=["fp32", "fp16"])
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    args = ap.parse_args(argv)
 
     from adn_edge.build.trt_env import unavailable_reason
 
@@ -166,9 +172,10 @@ def main() -> int:
            "tensorrt": gpu.tensorrt_version, "builds": builds, "engines": files, "memory": memory,
            "latency": rows,
            "median_overhead": {k: median([e["overhead"] for e in v.values()]) for k, v in rows.items()},
-           "command": "python benchmarks/bench_tensorrt_segments.py " + " ".join(sys.argv[1:])}
+           "command": "python benchmarks/bench_tensorrt_segments.py " + " ".join(sys.argv[1:] if argv is None
+                                                                                  else argv)}
     slug = re.sub(r"[^a-z0-9]+", "_", gpu.gpu.lower()).strip("_")
-    path = RESULTS / f"tensorrt_segments_{args.arch}_{slug}.json"
+    path = args.out or RESULTS / f"tensorrt_segments_{args.arch}_{slug}.json"
     write_json(path, out)
     print(f"wrote {path}")
     return 0

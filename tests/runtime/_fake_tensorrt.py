@@ -18,6 +18,7 @@ and writing past a buffer's end all raise.
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import json
 import struct
 import sys
@@ -271,6 +272,7 @@ class FakeRuntime:
 
 
 TRT = types.ModuleType("tensorrt")
+TRT.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # torch looks for it with find_spec
 TRT.__version__ = VERSION  # type: ignore[attr-defined]
 TRT.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level=2: None})  # type: ignore[attr-defined]
 TRT.Runtime = FakeRuntime  # type: ignore[attr-defined]

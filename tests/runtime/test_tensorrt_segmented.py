@@ -316,3 +316,31 @@ def test_close_after_a_cuda_fault_releases_everything(built: Path, gpu: fake.Fak
     # the activation buffer and the four I/O buffers (input, a, b, logits), all freed
     assert len(gpu.freed) == 5 and set(gpu.freed) <= allocated and not set(gpu.freed) & set(fake.DEVICE.memory)
     assert gpu.closed
+
+
+def test_the_gpu_benchmark_script_runs_through(tmp_path: Path, gpu: fake.FakeCuda,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/bench_tensorrt_segments.py end to end on the test double (a small arch,
+    a temporary output): its first real run is on a GPU someone waited for, so its
+    plumbing is checked here. The numbers it prints here are the double's: meaningless."""
+    import importlib.util
+    import json
+    import sys
+
+    import adn_edge.build as build_pkg
+
+    monkeypatch.setattr(build_pkg, "_real_toolchain", lambda cuda, device, verbose: fake.FakeBuilder())
+    bench_dir = Path(__file__).resolve().parents[2] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("bench_tensorrt_segments", bench_dir / "bench_tensorrt_segments.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_tensorrt_segments", script)
+    spec.loader.exec_module(script)
+    out = tmp_path / "result.json"
+    assert script.main(["--arch", ARCH, "--iterations", "4", "--rounds", "2", "--workdir", str(tmp_path / "w"),
+                        "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["engines"]["monolithic_files"] == 16 and rec["engines"]["segmented_files"] == 8
+    assert set(rec["latency"]) == {"plain", "cuda_graphs"} and len(rec["latency"]["plain"]) == 16
+    assert rec["gpu"] == fake.GPU and rec["builds"]["segmented"]["built"] == 8
