@@ -38,7 +38,7 @@ def _directory(p: Path) -> dict[str, Any]:
     extra = sorted(q.name for q in p.iterdir() if q.suffix == ".json" and q.name != manifest.FILENAME)
     segments = []
     for part in (data.get("segments") or {}).get("parts") or []:
-        for kind in ("full", "skip"):
+        for kind in manifest.SEGMENT_KINDS.values():
             files = ["onnx"] + (["onnx_fp16"] if kind in (part.get("files_fp16") or {}) else [])
             segments.append({"segment": part.get("index"), "kind": kind, "input_shape": part.get("input_shape"),
                              "output_shape": part.get("output_shape"), "files": files,

@@ -155,6 +155,26 @@ def resolve_codes(data: dict[str, Any], subnets: str | Iterable[str] | None,
     return codes
 
 
+SEGMENT_KINDS = {"1": "full", "0": "skip"}
+"""A segment's two forms, by the code flag each stands for: part k of code ``c`` is
+``segments.parts[k].files[SEGMENT_KINDS[c[k]]]``."""
+
+
+def segments_record(data: dict[str, Any], purpose: str, otherwise: str) -> dict[str, Any]:
+    """The manifest's ``segments`` record (``adn-edge export --segments``), checked once
+    for every reader; ``purpose`` and ``otherwise`` finish the error's two sentences
+    (what cannot be done without it, and the alternative)."""
+    seg = data.get("segments")
+    if not isinstance(seg, dict) or not seg.get("parts"):
+        raise AdnError(f"This model directory has no segment graphs{purpose}.",
+                       f"Export them with `adn-edge export CHECKPOINT --segments --out DIR`{otherwise}.")
+    if seg.get("schema") != 1 or len(seg["parts"]) != data.get("num_stages"):
+        raise AdnError(f"The manifest's segments record (schema {seg.get('schema')!r}, {len(seg['parts'])} parts) "
+                       f"does not fit this adn-edge (schema 1, one part per stage: {data.get('num_stages')}).",
+                       "Re-export the segments with this version of adn-edge.")
+    return seg
+
+
 def verify_file(directory: str | os.PathLike[str], record: dict[str, Any]) -> Path:
     """Check that a listed file exists and matches its sha256; return its path."""
     p = Path(directory) / record["path"]

@@ -168,6 +168,24 @@ def make_options(
     return BuildOptions(prec, lo, opt, hi, ws, opt_level, cb)
 
 
+def sample_dims(shape: Any, what: str = "the input", image: bool = False) -> tuple[int, ...]:
+    """The per-sample dimensions of a recorded batched shape: fixed positive sizes after
+    a batch dimension that alone may be dynamic. ``image``: the model's NCHW input;
+    otherwise any rank (a segment's feature map, or a ViT's tokens)."""
+    if not isinstance(shape, Sequence) or (len(shape) != 4 if image else len(shape) < 2):
+        kind = "NCHW with 4 dimensions" if image else "a batched shape"
+        raise AdnError(f"The manifest's shape {shape!r} of {what} is not {kind}; it is damaged.",
+                       "Re-export the model directory.")
+    rest = shape[1:]
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in rest):
+        raise AdnError(
+            f"The non-batch dimensions {list(rest)!r} of {what} are not fixed positive sizes; adn-edge builds "
+            "engines for a fixed image size with a dynamic batch only.",
+            "Re-export with a fixed --input-size.",
+        )
+    return tuple(int(d) for d in rest)
+
+
 def profile_shapes(input_spec: Mapping[str, Any], options: BuildOptions, image: bool = True) -> ProfileShapes:
     """Min/opt/max input shapes for the optimisation profile (only N varies).
 
@@ -175,20 +193,8 @@ def profile_shapes(input_spec: Mapping[str, Any], options: BuildOptions, image: 
     previous segment's output, whose rank depends on the architecture (NCHW for a
     CNN, tokens for a ViT); only its batch dimension may be dynamic.
     """
-    shape = input_spec.get("shape")
-    if not isinstance(shape, Sequence) or (len(shape) != 4 if image else len(shape) < 2):
-        what = "NCHW with 4 dimensions" if image else "a batched shape"
-        raise AdnError(f"The manifest's input shape {shape!r} is not {what}; it is damaged.",
-                       "Re-export the model directory.")
-    rest = shape[1:]
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in rest):
-        raise AdnError(
-            f"The input's non-batch dimensions {list(rest)!r} are not fixed positive sizes; adn-edge builds "
-            "engines for a fixed image size with a dynamic batch only.",
-            "Re-export with a fixed --input-size.",
-        )
-    dims = tuple(int(d) for d in rest)
     name = str(input_spec.get("name") or "input")
+    dims = sample_dims(input_spec.get("shape"), f"input {name!r}", image)
     return ProfileShapes(
         input_name=name,
         min=(options.min_batch, *dims),

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from adn_edge.build.options import PRECISIONS, BuildOptions
 from adn_edge.errors import EXIT_FAILURE, AdnError, AdnFailure
+from adn_edge.manifest import SEGMENT_KINDS, segments_record
 from adn_edge.fileio import sha256_file
 
 
@@ -274,12 +275,14 @@ def subnet_units(manifest: dict[str, Any], codes: Sequence[str]) -> list[Unit]:
     return units
 
 
-SEGMENT_FORMS = (("full", "1"), ("skip", "0"))
-"""A segment's two forms and the code flag each stands for."""
-
-
 def segment_key(index: int, kind: str) -> str:
     return f"seg{index}_{kind}"
+
+
+def segment_what(key: str) -> str:
+    """How messages name a segment form: ``seg2_skip`` -> ``segment 2 (skip)``."""
+    index, kind = key.removeprefix("seg").split("_", 1)
+    return f"segment {index} ({kind})"
 
 
 def segment_units(manifest: dict[str, Any]) -> list[Unit]:
@@ -288,25 +291,18 @@ def segment_units(manifest: dict[str, Any]) -> list[Unit]:
 
     Engine records live beside the graphs: ``segments.parts[k].engines[kind][precision]``.
     """
-    seg = manifest.get("segments")
-    if not isinstance(seg, dict) or not seg.get("parts"):
-        raise AdnError("This model directory has no segment graphs to build.",
-                       "Export them with `adn-edge export CHECKPOINT --segments --out DIR` (or build the "
-                       "monolithic sub-networks: leave --segments out).")
-    if seg.get("schema") != 1 or len(seg["parts"]) != manifest.get("num_stages"):
-        raise AdnError(f"The manifest's segments record (schema {seg.get('schema')!r}, {len(seg['parts'])} parts) "
-                       f"does not fit this adn-edge (schema 1, {manifest.get('num_stages')} parts).",
-                       "Re-export the segments with this version of adn-edge.")
+    seg = segments_record(manifest, " to build", " (or build the monolithic sub-networks: leave --segments out)")
     units = []
     for part in seg["parts"]:
         k = int(part["index"])
         engines = part.setdefault("engines", {})
-        for kind, _flag in SEGMENT_FORMS:
+        for kind in SEGMENT_KINDS.values():
             files = {"onnx": part["files"][kind]}
             fp16 = (part.get("files_fp16") or {}).get(kind)
             if fp16 is not None:
                 files["onnx_fp16"] = fp16
-            units.append(Unit(segment_key(k, kind), f"segment {k} ({kind})", files, engines.setdefault(kind, {}),
+            key = segment_key(k, kind)
+            units.append(Unit(key, segment_what(key), files, engines.setdefault(kind, {}),
                               {"name": part["input"], "shape": part["input_shape"]}, segment=k))
     return units
 
@@ -456,12 +452,6 @@ def choose_precision(manifest: Mapping[str, Any], codes: Sequence[str], precisio
                           lambda p, first: f"`adn-edge build DIR --precision {p} --subnet {first}` (or --subnet all)")
 
 
-def choose_segment_precision(manifest: Mapping[str, Any], precision: str | None) -> str:
-    """The engine precision to open in segmented mode (every segment form must have it)."""
-    tables = {unit.what: unit.engines for unit in segment_units(dict(manifest))}
-    return pick_precision(tables, precision, "", lambda p, _first: f"`adn-edge build DIR --segments --precision {p}`")
-
-
 def pick_precision(tables: Mapping[str, Mapping[str, Any]], precision: str | None, noun: str,
                    build_cmd: Callable[[str, str], str]) -> str:
     """``precision`` if every table (engine records by precision, one per unit) has it,
@@ -492,18 +482,6 @@ def engine_for(manifest: Mapping[str, Any], code: str, precision: str) -> Mappin
         raise AdnError(f"Sub-network {code} has no {precision} engine.",
                        f"Build it with `adn-edge build DIR --precision {precision} --subnet {code}`.")
     return cast("Mapping[str, Any]", rec)
-
-
-def segment_engine_for(manifest: Mapping[str, Any], unit_key: str, precision: str) -> Mapping[str, Any]:
-    """The engine record of one segment form (``seg2_skip``)."""
-    for unit in segment_units(dict(manifest)):
-        if unit.key == unit_key:
-            rec = unit.engines.get(precision)
-            if rec is None:
-                raise AdnError(f"{unit.what[:1].upper()}{unit.what[1:]} has no {precision} engine.",
-                               f"Build the segments with `adn-edge build DIR --segments --precision {precision}`.")
-            return cast("Mapping[str, Any]", rec)
-    raise AdnError(f"{unit_key} is not a segment of this model directory.")
 
 
 @dataclass(frozen=True)

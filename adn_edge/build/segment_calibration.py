@@ -23,10 +23,8 @@ from typing import Any
 import numpy as np
 
 from adn_edge.build.calibration import CalibrationSet
-from adn_edge.build.plan import SEGMENT_FORMS
 from adn_edge.errors import AdnError
-
-_KIND = {flag: kind for kind, flag in SEGMENT_FORMS}
+from adn_edge.manifest import SEGMENT_KINDS
 
 
 def prefix_code(batch_index: int, length: int) -> str:
@@ -62,7 +60,7 @@ class SegmentChain:
                                "pip install onnxruntime (or onnxruntime-gpu), or build segments in fp16.") from None
             from adn_edge.manifest import verify_file
 
-            path = verify_file(self.directory, dict(self.parts[index]["files"][_KIND[flag]]))
+            path = verify_file(self.directory, dict(self.parts[index]["files"][SEGMENT_KINDS[flag]]))
             so = ort.SessionOptions()
             so.log_severity_level = 3
             self._sessions[key] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -77,7 +75,8 @@ class SegmentChain:
         return x
 
     def graph_digests(self, upto: int) -> list[str]:
-        return [str(self.parts[k]["files"][kind]["sha256"]) for k in range(upto) for kind, _ in SEGMENT_FORMS]
+        return [str(self.parts[k]["files"][kind]["sha256"]) for k in range(upto)
+                for kind in SEGMENT_KINDS.values()]
 
 
 class SegmentCalibration:

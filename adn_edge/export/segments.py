@@ -66,7 +66,7 @@ from adn_edge.materialize import stable_names
 from adn_edge.models.base import ADNModel
 
 SCHEMA = 1
-KINDS = {"1": "full", "0": "skip"}
+KINDS = manifest.SEGMENT_KINDS
 FORMS = {"fp32": ("", ""), "fp16": (".fp16", "_fp16")}
 """Precision -> (file name variant, suffix of its manifest keys ``files``, ``parity``, ``rel_err``)."""
 

@@ -22,13 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adn_edge.build.plan import (
-    SEGMENT_FORMS, choose_precision, choose_segment_precision, engine_for, segment_engine_for, segment_key,
-)
+from adn_edge.build.options import sample_dims
+from adn_edge.build.plan import choose_precision, engine_for, pick_precision, segment_key, segment_what
 from adn_edge.errors import AdnError
+from adn_edge.manifest import SEGMENT_KINDS
 
 INPUT, LOGITS, PING, PONG = "input", "logits", "a", "b"
-FLAG_TO_KIND = {flag: kind for kind, flag in SEGMENT_FORMS}
 
 
 @dataclass(frozen=True)
@@ -83,25 +82,13 @@ class Layout:
         return self._ends()[1].output_name
 
 
-def _dims(shape: Any, what: str) -> tuple[int, ...]:
-    """Per-sample dims of a recorded shape: fixed positive sizes after the batch."""
-    if not isinstance(shape, Sequence) or len(shape) < 2:
-        raise AdnError(f"The manifest's shape {shape!r} of {what} is not a batched shape; it is damaged.",
-                       "Re-export the model directory.")
-    rest = shape[1:]
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in rest):
-        raise AdnError(f"The manifest's shape {list(shape)!r} of {what} has unknown sizes besides the batch.",
-                       "Re-export the model directory with a fixed input size.")
-    return tuple(int(d) for d in rest)
-
-
 def monolithic_layout(manifest: Mapping[str, Any], codes: Sequence[str], precision: str | None) -> Layout:
     """One engine per code, reading ``input`` and writing ``logits``."""
     if not codes:
         raise AdnError("No sub-network was asked for.")
     p = choose_precision(manifest, codes, precision)
     spec, out = manifest["input"], manifest.get("output") or {}
-    in_dims = _dims(spec.get("shape"), "the input")
+    in_dims = sample_dims(spec.get("shape"), "the input")
     out_dims = (int(manifest["num_classes"]),)
     in_name, out_name = str(spec.get("name") or "input"), str(out.get("name") or "logits")
     links = {code: Link(code, engine_for(manifest, code, p), in_name, out_name, in_dims, out_dims, INPUT, LOGITS)
@@ -114,20 +101,23 @@ def segmented_layout(manifest: Mapping[str, Any], codes: Sequence[str], precisio
     """The 2*S segment engines; code ``c`` runs part k in form ``c[k]`` for every k."""
     from adn_edge.runtime.segmented import segments_record
 
-    seg = segments_record(dict(manifest))
-    parts = seg["parts"]
+    parts = segments_record(dict(manifest))["parts"]
     count = len(parts)
     if not codes:
         raise AdnError("No sub-network was asked for.")
-    bad = [c for c in codes if len(c) != count or set(c) - set(FLAG_TO_KIND)]
+    bad = [c for c in codes if len(c) != count or set(c) - set(SEGMENT_KINDS)]
     if bad:
         raise AdnError(f"Codes {', '.join(bad)} do not have one 0/1 flag per segment ({count}).")
-    p = choose_segment_precision(manifest, precision)
+    tables = {segment_key(k, kind): (part.get("engines") or {}).get(kind) or {}
+              for k, part in enumerate(parts) for kind in SEGMENT_KINDS.values()}
+    p = pick_precision({segment_what(key): t for key, t in tables.items()}, precision, "",
+                       lambda p, _first: f"`adn-edge build DIR --segments --precision {p}`")
     links: dict[str, Link] = {}
     elements = {PING: 0, PONG: 0}
+    prev_out: tuple[int, ...] | None = None
     for k, part in enumerate(parts):
-        in_dims = _dims(part["input_shape"], f"segment {k}'s input")
-        out_dims = _dims(part["output_shape"], f"segment {k}'s output")
+        in_dims = sample_dims(part["input_shape"], f"segment {k}'s input")
+        out_dims = sample_dims(part["output_shape"], f"segment {k}'s output")
         source = INPUT if k == 0 else (PING if k % 2 == 1 else PONG)
         target = LOGITS if k == count - 1 else (PING if k % 2 == 0 else PONG)
         if k == 0:
@@ -136,13 +126,13 @@ def segmented_layout(manifest: Mapping[str, Any], codes: Sequence[str], precisio
             elements[LOGITS] = math.prod(out_dims)
         else:
             elements[target] = max(elements[target], math.prod(out_dims))
-        if k and in_dims != _dims(parts[k - 1]["output_shape"], f"segment {k - 1}'s output"):
-            raise AdnError(f"Segment {k} reads {list(in_dims)} but segment {k - 1} writes "
-                           f"{parts[k - 1]['output_shape'][1:]}; the segments record is damaged.",
-                           "Re-export the segments.")
-        for kind, _flag in SEGMENT_FORMS:
+        if prev_out is not None and in_dims != prev_out:
+            raise AdnError(f"Segment {k} reads {list(in_dims)} but segment {k - 1} writes {list(prev_out)}; the "
+                           "segments record is damaged.", "Re-export the segments.")
+        prev_out = out_dims
+        for kind in SEGMENT_KINDS.values():
             key = segment_key(k, kind)
-            links[key] = Link(key, segment_engine_for(manifest, key, p), str(part["input"]), str(part["output"]),
-                              in_dims, out_dims, source, target)
-    programs = {code: tuple(segment_key(k, FLAG_TO_KIND[flag]) for k, flag in enumerate(code)) for code in codes}
+            links[key] = Link(key, tables[key][p], str(part["input"]), str(part["output"]), in_dims, out_dims,
+                              source, target)
+    programs = {code: tuple(segment_key(k, SEGMENT_KINDS[flag]) for k, flag in enumerate(code)) for code in codes}
     return Layout(p, links, programs, {k: v for k, v in elements.items() if v})

@@ -38,28 +38,21 @@ from typing import Any
 
 import numpy as np
 
+from adn_edge import manifest as manifest_mod
 from adn_edge.errors import AdnError
+from adn_edge.manifest import SEGMENT_KINDS
 from adn_edge.runtime.backend import Backend, register_backend
 from adn_edge.runtime.onnxruntime_backend import SessionFactory, _available, opening, perturbation_probe, \
     split_options
 
-KINDS = {"1": "full", "0": "skip"}
 FILE_KEYS = {"fp32": "files", "fp16": "files_fp16"}
 
 
 def segments_record(manifest: dict[str, Any]) -> dict[str, Any]:
     """The manifest's ``segments`` record, or a clear error saying how to create it."""
-    seg = manifest.get("segments")
-    if not isinstance(seg, dict) or not seg.get("parts"):
-        raise AdnError("This model directory has no segment graphs, so it cannot run in segmented mode.",
-                       "Export them with `adn-edge export CHECKPOINT --segments --out DIR` (or "
-                       "adn_edge.export.segments.export_segments(model, DIR)), or open the directory with "
-                       "segmented=False.")
-    if seg.get("schema") != 1 or len(seg["parts"]) != manifest["num_stages"]:
-        raise AdnError(f"The manifest's segments record (schema {seg.get('schema')!r}, {len(seg['parts'])} parts) "
-                       f"does not fit this adn-edge (schema 1, one part per stage: {manifest['num_stages']}).",
-                       "Re-export the segments with this version of adn-edge.")
-    return seg
+    return manifest_mod.segments_record(manifest, ", so it cannot run in segmented mode",
+                                        " (or adn_edge.export.segments.export_segments(model, DIR)), or open the "
+                                        "directory with segmented=False")
 
 
 def files_key(seg: dict[str, Any], precision: str | None) -> str:
@@ -92,7 +85,7 @@ class SegmentedOnnxRuntimeBackend(Backend):
     def artifacts(cls, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> list[dict[str, Any]]:
         seg = segments_record(manifest)
         key = files_key(seg, options.get("precision"))
-        return [part[key][kind] for part in seg["parts"] for kind in KINDS.values()]
+        return [part[key][kind] for part in seg["parts"] for kind in SEGMENT_KINDS.values()]
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
                  precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:
@@ -108,7 +101,7 @@ class SegmentedOnnxRuntimeBackend(Backend):
         with opening(self):
             for part in seg["parts"]:
                 forms, used = {}, {}
-                for flag, kind in KINDS.items():
+                for flag, kind in SEGMENT_KINDS.items():
                     rec = part[key][kind]
                     sess, names, nbytes = self.factory.open_verified(self.directory, rec)
                     self.file_bytes += nbytes
