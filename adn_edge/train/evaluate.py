@@ -186,13 +186,6 @@ def evaluate_directory(model_dir: str | os.PathLike[str], data: Dataset, codes: 
 
     directory = Path(model_dir)
     man = manifest_mod.load(directory)
-    if segmented:
-        from adn_edge.runtime.segmented import segments_record
-
-        present = dict(segments_record(man).get("subnets", {}))
-        wanted = manifest_mod.resolve_codes(man, codes, present)
-    else:
-        wanted = manifest_mod.resolve_codes(man, codes)
     num_classes = int(man["num_classes"])
     _check_classes(data, num_classes, f"the model in {str(directory)!r}")
     try:
@@ -201,8 +194,10 @@ def evaluate_directory(model_dir: str | os.PathLike[str], data: Dataset, codes: 
         raise AdnError(f"The runtime (adn_edge.runtime.EngineSwitcher) is not available: {exc}.",
                        "Evaluate the checkpoint with PyTorch instead (adn-edge eval CHECKPOINT).") from None
     name, split = _data_label(data)
-    sw = EngineSwitcher.open(str(directory), backend=backend, subnets=wanted, precision=precision,
-                             segmented=segmented)
+    # The switcher resolves the codes: in segmented mode every chain counts, exported whole or not.
+    sw = EngineSwitcher.open(str(directory), backend=backend, subnets="all" if codes is None else codes,
+                             precision=precision, segmented=segmented)
+    wanted = list(sw.codes)
     try:
         source = _backend_name(sw, backend)
         ran = getattr(sw.engine, "precision", None)
