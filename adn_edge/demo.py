@@ -52,6 +52,7 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samp
     from adn_edge.bench.harness import BenchOptions, run_bench
     from adn_edge.data import EMBEDDED_NAME, load_embedded
     from adn_edge.export import Exporter, ExportOptions
+    from adn_edge.modeldir.pareto import pareto_front
     from adn_edge.runtime import EngineSwitcher
     from adn_edge.train.data import load_builtin
     from adn_edge.train.evaluate import evaluate_directory, preprocess_for_directory, write_eval
@@ -114,7 +115,7 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samp
     lap("switch")
 
     log("5/5 Pareto: the sub-networks worth switching between")
-    result.pareto = pareto_mod.pareto_codes({c: (lat[c], result.accuracy[c]) for c in lat if c in result.accuracy})
+    result.pareto = pareto_front(lat, result.accuracy)
     result.plot = pareto_mod.plot(result.bench, out / "pareto.png", accuracy=result.accuracy)
     lap("pareto")
     result.seconds["total"] = round(sum(result.seconds.values()), 2)

@@ -27,7 +27,7 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 
 def _directory(p: Path) -> dict[str, Any]:
-    from adn_edge import manifest
+    from adn_edge.modeldir import manifest
 
     data = manifest.load(p)
     subnets = []
@@ -81,7 +81,7 @@ def _numel(dims: Any) -> int:
 
 
 def _engine(p: Path) -> dict[str, Any]:
-    from adn_edge import manifest
+    from adn_edge.modeldir import manifest
 
     info: dict[str, Any] = {"kind": "tensorrt-engine", "path": str(p), "bytes": p.stat().st_size}
     mpath = manifest.path_in(p.parent)

@@ -32,7 +32,7 @@ def default_workdir(arch: str) -> Path:
 
 def ensure_model_dir(arch: str, directory: Path, segments: bool = True, threads: int = 1) -> Path:
     """Export ``arch`` (all sub-networks, and the segments) into ``directory`` unless done."""
-    from adn_edge import manifest
+    from adn_edge.modeldir import manifest
 
     try:
         m = manifest.load(directory)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, default_workdir, ensure_model_dir, environment, median  # noqa: E402
 
-from adn_edge import manifest  # noqa: E402
+from adn_edge.modeldir import manifest  # noqa: E402
 from adn_edge.fileio import write_json  # noqa: E402
 
 LEVELS = ("extended", "all")

@@ -66,7 +66,7 @@ def rss():
 
 import onnxruntime as ort
 import adn_edge.runtime
-from adn_edge import manifest
+from adn_edge.modeldir import manifest
 from adn_edge.runtime import EngineSwitcher
 m = manifest.load(directory)
 shape = [1 if d is None else d for d in m["input"]["shape"]]
@@ -123,7 +123,7 @@ def measure_recreate(directory: Path, codes: list[str], threads: int) -> dict[st
     """The naive switch: build a session for the new sub-network when asked."""
     import onnxruntime as ort
 
-    from adn_edge import manifest
+    from adn_edge.modeldir import manifest
 
     m = manifest.load(directory)
     times = []

@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, default_workdir, ensure_model_dir, median, percentile  # noqa: E402
 
-from adn_edge import manifest, subnet  # noqa: E402
+from adn_edge import subnet  # noqa: E402
+from adn_edge.modeldir import manifest  # noqa: E402
 from adn_edge.fileio import write_json  # noqa: E402
 
 MODES = (("monolithic", False), ("segmented", True))
@@ -95,13 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     args = ap.parse_args(argv)
 
-    from adn_edge.build.trt_env import unavailable_reason
+    from adn_edge.backends.tensorrt.env import unavailable_reason
 
     why = unavailable_reason()
     if why is not None:
         print(f"bench_tensorrt_segments: cannot run here: {why}", file=sys.stderr)
         return 2
-    from adn_edge.build import build_directory
+    from adn_edge.backends.tensorrt.build import build_directory
     from adn_edge.runtime import EngineSwitcher
 
     d = ensure_model_dir(args.arch, args.workdir or default_workdir(args.arch), segments=True, threads=4)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"GPU memory of a switcher holding all {len(codes)}: " + ", ".join(
         f"{name} {v['gpu_used_mb']} MB" for name, v in memory.items()))
 
-    from adn_edge.build import trt_env
+    from adn_edge.backends.tensorrt import env as trt_env
 
     gpu = trt_env.environment()
     out = {"arch": args.arch, "precision": args.precision, "batch": 1, "iterations": args.iterations,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from adn_edge import manifest
+from adn_edge.modeldir import manifest
 from adn_edge.bench.report import validate_bench
 from tests._util import run_cli
 

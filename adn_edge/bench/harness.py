@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from adn_edge import manifest as manifest_mod
+from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge import subnet as subnet_mod
 from adn_edge.bench import report as report_mod
 from adn_edge.bench.machine import machine_state
@@ -79,36 +79,21 @@ def _check(opts: BenchOptions) -> None:
 def resolve_backend(opts: BenchOptions, m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(backend name, backend options) for ``--backend`` on ``--device``.
 
-    ``auto``: on a GPU device TensorRT when the directory has engines and TensorRT
-    can run, else the torch backend on CUDA; on ``cpu`` ONNX Runtime. Segmented:
-    TensorRT when the segment engines are built, else ONNX Runtime (torch has no
-    segmented mode). The name is the base one (``onnxruntime``); the switcher adds
-    ``-segmented``.
+    The choice is the runtime's one rule (:func:`adn_edge.runtime.resolve_backend`):
+    on ``cpu`` ONNX Runtime; on a GPU TensorRT when the directory has engines and
+    TensorRT can run, else ONNX Runtime with its CUDA provider, else torch on CUDA.
+    The name is the base one (``onnxruntime``); the switcher adds ``-segmented``.
+    This function only adds the device and thread options the bench flags imply.
     """
-    from adn_edge.runtime import available_backends
+    from adn_edge.runtime import resolve_backend as choose
 
-    name = opts.backend.strip().lower()
-    if name == "auto":
-        if opts.device == "cpu":
-            name = "onnxruntime"
-        elif opts.segmented:
-            parts = (m.get("segments") or {}).get("parts") or []
-            has_engines = any(any((p.get("engines") or {}).values()) for p in parts)
-            name = "tensorrt" if has_engines and "tensorrt-segmented" in available_backends() else "onnxruntime"
-        else:
-            has_engines = any(e.get("engines") for e in m["subnets"].values())
-            name = "tensorrt" if has_engines and "tensorrt" in available_backends() else "torch"
+    name = choose(opts.backend, segmented=opts.segmented, manifest=m, device=opts.device).name
+    name = name.removesuffix("-segmented")
     options: dict[str, Any] = {}
-    if name == "onnxruntime":
+    if name in ("onnxruntime", "torch"):
         options["device"] = "cpu" if opts.device == "cpu" else "cuda"
         if opts.threads:
             options["threads"] = opts.threads
-    elif name == "torch":
-        options["device"] = "cpu" if opts.device == "cpu" else "cuda"
-        if opts.threads:
-            options["threads"] = opts.threads
-    elif name != "tensorrt":
-        raise AdnError(f"Unknown backend {opts.backend!r}.", "Use auto, tensorrt, onnxruntime or torch.")
     return name, {**options, **opts.backend_options}
 
 

@@ -1,4 +1,4 @@
-"""Pareto-optimal sub-networks and the plots that show them.
+"""Plots of the Pareto-optimal sub-networks (the rule itself: :mod:`adn_edge.modeldir.pareto`).
 
 The point of an Adaptive Depth Network is choosing, at run time, the most accurate
 sub-network that fits a latency or energy budget; only Pareto-optimal ones are
@@ -13,7 +13,6 @@ works headless) and are written atomically.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,37 +20,9 @@ from typing import Any
 
 from adn_edge.errors import AdnError
 from adn_edge.fileio import atomic_path
+from adn_edge.modeldir.pareto import LATENCY_STAT, latency, pareto_front
 
 _FORMATS = ("png", "svg", "pdf")
-
-
-def pareto_front(costs: Sequence[float], values: Sequence[float], *, maximize_value: bool = True) -> list[int]:
-    """Indices of the non-dominated points, ordered by cost.
-
-    A point is dominated when another costs no more and is no worse, and is strictly
-    better in one of the two. ``maximize_value=False`` minimises both (e.g. latency
-    and energy). Identical points do not dominate each other, so both are kept.
-    """
-    if len(costs) != len(values):
-        raise AdnError("Pareto needs one value per cost.")
-    sign = 1.0 if maximize_value else -1.0
-    pts = [(float(c), sign * float(v)) for c, v in zip(costs, values)]
-    keep = []
-    for i, (ci, vi) in enumerate(pts):
-        if not (math.isfinite(ci) and math.isfinite(vi)):
-            continue
-        dominated = any(cj <= ci and vj >= vi and (cj < ci or vj > vi)
-                        for j, (cj, vj) in enumerate(pts) if j != i and math.isfinite(cj) and math.isfinite(vj))
-        if not dominated:
-            keep.append(i)
-    return sorted(keep, key=lambda i: (pts[i][0], -pts[i][1]))
-
-
-def pareto_codes(points: Mapping[str, tuple[float | None, float | None]], *, maximize_value: bool = True) -> list[str]:
-    """Pareto-optimal codes of ``{code: (cost, value)}``; points with a None are ignored."""
-    items = [(c, x, y) for c, (x, y) in points.items() if x is not None and y is not None]
-    idx = pareto_front([x for _, x, _ in items], [y for _, _, y in items], maximize_value=maximize_value)
-    return [items[i][0] for i in idx]
 
 
 def _quality(report: Mapping[str, Any], accuracy: Mapping[str, float] | None,
@@ -79,23 +50,14 @@ def _quality(report: Mapping[str, Any], accuracy: Mapping[str, float] | None,
                    "Pass the manifest's GMACs, or run `adn-edge eval` first to get accuracies.")
 
 
-def report_pareto(report: Mapping[str, Any], *, accuracy: Mapping[str, float] | None = None,
-                  gmacs: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """Pareto-optimal codes of a bench report: ``{"by": "accuracy"|"gmacs",
-    "latency": [...], "energy": [...] or None}`` (energy None when not measured)."""
-    quality, by = _quality(report, accuracy, gmacs)
-    subs = report["subnets"]
-    lat = {c: (e["latency_ms"]["mean"], quality.get(c)) for c, e in subs.items()}
-    en = {c: (e.get("energy_mj"), quality.get(c)) for c, e in subs.items()}
-    has_energy = any(x is not None and y is not None for x, y in en.values())
-    return {"by": by, "latency": pareto_codes(lat), "energy": pareto_codes(en) if has_energy else None}
-
-
 def plot(report: Mapping[str, Any], path: str | os.PathLike[str], *, accuracy: Mapping[str, float] | None = None,
-         gmacs: Mapping[str, float] | None = None, title: str | None = None, dpi: int = 120) -> Path:
+         gmacs: Mapping[str, float] | None = None, title: str | None = None, dpi: int = 120,
+         stat: str = LATENCY_STAT) -> Path:
     """Latency (and energy, when measured) against accuracy, or GMACs when accuracy is unknown.
 
-    Pareto-optimal sub-networks are highlighted, joined and labelled with their codes.
+    Pareto-optimal sub-networks (:func:`adn_edge.modeldir.pareto.pareto_front`, on the
+    ``stat`` latency, p99 by default like the runtime's policies) are highlighted,
+    joined and labelled with their codes.
     ``accuracy``/``gmacs`` map codes to values and fall back to the entries' own
     ``accuracy``/``gmacs`` keys. The format follows the suffix (png, svg or pdf).
     """
@@ -109,7 +71,8 @@ def plot(report: Mapping[str, Any], path: str | os.PathLike[str], *, accuracy: M
                        f"Use a file name ending in {', '.join('.' + f for f in _FORMATS)}.")
     quality, by = _quality(report, accuracy, gmacs)
     subs = report["subnets"]
-    panels = [("mean latency (ms)", {c: e["latency_ms"]["mean"] for c, e in subs.items()})]
+    lat = {c: latency(e, stat) for c, e in subs.items()}
+    panels = [(f"{stat} latency (ms)", {c: v for c, v in lat.items() if v is not None})]
     energy = {c: e.get("energy_mj") for c, e in subs.items() if e.get("energy_mj") is not None}
     if energy:
         panels.append(("energy per inference (mJ)", energy))
@@ -120,7 +83,7 @@ def plot(report: Mapping[str, Any], path: str | os.PathLike[str], *, accuracy: M
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (xlabel, xs) in zip(axes, panels):
         codes = [c for c in xs if c in quality]
-        best = set(pareto_codes({c: (xs[c], quality[c]) for c in codes}))
+        best = set(pareto_front({c: xs[c] for c in codes}, quality))
         rest = [c for c in codes if c not in best]
         ax.scatter([xs[c] for c in rest], [quality[c] for c in rest], s=22, color="0.6", label="dominated", zorder=2)
         front = sorted(best, key=lambda c: xs[c])
@@ -134,7 +97,7 @@ def plot(report: Mapping[str, Any], path: str | os.PathLike[str], *, accuracy: M
             for c in rest:
                 ax.annotate(c, (xs[c], quality[c]), textcoords="offset points", xytext=(3, -9), fontsize=6,
                             color="0.5")
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(xlabel + ("; Pareto by this statistic, as the runtime's policies rank" if ax is axes[0] else ""))
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)

@@ -11,7 +11,7 @@ import typer
 from adn_edge.cli.output import console, print_json, table
 
 if TYPE_CHECKING:
-    from adn_edge.build import BuildEvent
+    from adn_edge.backends.tensorrt.build import BuildEvent
 
 
 def _reporter(quiet: bool) -> Callable[[BuildEvent], None]:
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     ) -> None:
         """Build TensorRT engines for exported sub-networks (skips up-to-date ones)."""
-        from adn_edge.build import build_directory
+        from adn_edge.backends.tensorrt.build import build_directory
 
         # A BuildFailure (exit 1: the toolchain failed, not the input) is printed by the app.
         results = build_directory(

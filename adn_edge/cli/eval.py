@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
                            "Pass a checkpoint file or a model directory written by `adn-edge export`.")
         err = console(stderr=True)
         if target.is_dir():
-            from adn_edge import manifest as manifest_mod
+            from adn_edge.modeldir import manifest as manifest_mod
 
             if not manifest_mod.path_in(target).exists():
                 raise AdnError(f"{str(target)!r} is a directory without manifest.json, so it is not an exported "

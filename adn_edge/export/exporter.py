@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from adn_edge import __version__, manifest, subnet
+from adn_edge import __version__, subnet
+from adn_edge.modeldir import manifest
 from adn_edge.errors import AdnError, ParityError
 from adn_edge.export import onnx_graph as og
 from adn_edge.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, Parity, compare, onnxruntime_logits, \

@@ -56,7 +56,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from adn_edge import __version__, manifest, subnet
+from adn_edge import __version__, subnet
+from adn_edge.modeldir import manifest
 from adn_edge.errors import AdnError, ParityError
 from adn_edge.export import onnx_graph as og
 from adn_edge.export.exporter import Exporter, ExportOptions, fp16_twin

@@ -5,7 +5,7 @@ so the images must reach the graph exactly as they do in deployment:
 
 * a folder (``--calib DIR``): every image below it (sub-folders too, so an ImageFolder
   works as well as a flat folder), decoded and preprocessed by
-  :mod:`adn_edge.build.calibration` from the manifest's ``input`` record. That is the
+  :mod:`adn_edge.backends.tensorrt.calibration` from the manifest's ``input`` record. That is the
   code ``adn-edge build --calib`` feeds TensorRT's calibrator with, so a Q/DQ graph
   and an implicitly calibrated engine are calibrated on the same pixels; it needs
   Pillow and numpy only, no torch;
@@ -114,7 +114,7 @@ class CalibrationData:
 
     @classmethod
     def _open_folder(cls, folder: Path, manifest: Mapping[str, Any], samples: int) -> CalibrationData:
-        from adn_edge.build.calibration import Preprocess, list_images
+        from adn_edge.backends.tensorrt.calibration import Preprocess, list_images
 
         if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
             raise AdnError(f"The calibration folder {str(folder)!r} cannot be read (permission denied).",
@@ -195,7 +195,7 @@ class CalibrationData:
                 x = prep.normalise(torch.from_numpy(images[chosen]).unsqueeze(1))
                 self._array = np.ascontiguousarray(x.numpy(), dtype=np.float32)
             else:
-                from adn_edge.build.calibration import load_image
+                from adn_edge.backends.tensorrt.calibration import load_image
 
                 self._array = np.stack([load_image(p, self._folder_prep) for p in self._paths]).astype(
                     np.float32, copy=False)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from adn_edge import manifest as manifest_mod
+from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge import subnet as subnet_mod
 from adn_edge.errors import AdnError, AdnFailure
 from adn_edge.fileio import ensure_writable_dir, sha256_file, write_bytes

@@ -13,8 +13,8 @@ import on a robot without torch.
 from __future__ import annotations
 
 import abc
-import hashlib
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +22,19 @@ from typing import Any, ClassVar
 import numpy as np
 
 from adn_edge.errors import AdnError
-from adn_edge.manifest import FILENAME
+
+
+BUILTIN_BACKENDS: dict[str, str] = {
+    "tensorrt": "adn_edge.backends.tensorrt.runner",
+    "tensorrt-segmented": "adn_edge.backends.tensorrt.runner",
+    "onnxruntime": "adn_edge.backends.onnxruntime.runner",
+    "onnxruntime-segmented": "adn_edge.backends.onnxruntime.segmented",
+    "torch": "adn_edge.backends.torch.runner",
+}
+"""Where each backend shipped with adn-edge lives. The runtime names them as strings
+and imports them on first use of the registry (as timm and Polygraphy load optional
+parts lazily), so that the runtime depends on the interface only and a backend whose
+module fails to import is reported, never a reason for the runtime import to fail."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +46,14 @@ class BackendSpec:
     priority: int
     """Higher wins in ``auto`` (TensorRT above ONNX Runtime above torch)."""
 
+    @property
+    def segmented(self) -> bool:
+        return bool(getattr(self.factory, "segmented", False))
+
 
 _BACKENDS: dict[str, BackendSpec] = {}
+_IMPORT_PROBLEMS: dict[str, str] = {}
+_loaded = False
 
 
 def register_backend(name: str, available: Callable[[], str | None], priority: int) -> Callable[[type], type]:
@@ -47,7 +65,24 @@ def register_backend(name: str, available: Callable[[], str | None], priority: i
     return deco
 
 
+def _load_builtins() -> None:
+    """Import every built-in backend module once; record (not raise) why one cannot."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name, module in BUILTIN_BACKENDS.items():
+        base = name.removesuffix("-segmented")
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:  # the module exists but a dependency of it is missing
+            _IMPORT_PROBLEMS[base] = f"{module} needs {exc.name!r}, which is not installed"
+        except ImportError as exc:
+            _IMPORT_PROBLEMS[base] = f"{module} failed to import: {exc}"
+
+
 def backend_specs() -> dict[str, BackendSpec]:
+    _load_builtins()
     return dict(_BACKENDS)
 
 
@@ -57,41 +92,77 @@ def available_backends() -> list[str]:
     Asking each backend is cheap and imports nothing heavy: ``available`` callables
     look for packages without importing them, so listing never pulls in torch.
     """
-    specs = sorted(_BACKENDS.values(), key=lambda s: -s.priority)
+    specs = sorted(backend_specs().values(), key=lambda s: -s.priority)
     return [s.name for s in specs if s.available() is None]
 
 
 def unavailable_reasons() -> dict[str, str]:
     """Why each registered backend cannot run here (for error messages and ``describe``)."""
     out = {}
-    for spec in _BACKENDS.values():
+    for spec in backend_specs().values():
         reason = spec.available()
         if reason is not None:
             out[spec.name] = reason
     return out
 
 
-def read_verified(directory: str | Path, record: dict[str, Any]) -> bytes:
-    """The bytes of a manifest-listed file, checked against its sha256 as they are read.
+def backend_problems() -> dict[str, str]:
+    """Why each backend cannot run here: missing packages, and modules that failed to import."""
+    return {**unavailable_reasons(), **_IMPORT_PROBLEMS}
 
-    Hashing the very bytes that are then handed to the inference library (rather than
-    hashing the file and re-reading it) leaves no window in which the file could
-    change between the check and the load, and reads each artifact once.
+
+def resolve_backend(backend: str, *, segmented: bool = False, manifest: Mapping[str, Any] | None = None,
+                    device: str | None = None) -> BackendSpec:
+    """The one rule that turns ``backend=...`` (``auto`` or a name) into a backend.
+
+    ``auto`` takes the highest-priority backend of the mode (segmented or not) that
+    (1) is installed here (``available``) and (2) can run *this* directory on
+    ``device`` (:meth:`Backend.unready`: TensorRT only where engines are built and
+    the device is a GPU, ONNX Runtime on ``cuda`` only with its CUDA provider, ...).
+    Priorities: TensorRT 30 > ONNX Runtime 20 > torch 10. ``device`` is ``cpu``,
+    ``cuda`` (``orin`` counts as ``cuda``) or None (any). ``EngineSwitcher.open``
+    and ``adn-edge bench`` both ask here, so they never disagree.
+
+    A named backend is taken as asked (an error says why it cannot run); in
+    segmented mode ``onnxruntime`` means ``onnxruntime-segmented``.
     """
-    p = Path(directory) / str(record["path"])
-    try:
-        data: bytes = p.read_bytes()
-    except FileNotFoundError:
-        raise AdnError(f"{record['path']} is listed in {FILENAME} but missing from {str(directory)!r}.",
-                       "Re-export (or re-build) the model directory.") from None
-    except OSError as exc:
-        raise AdnError(f"{record['path']} in {str(directory)!r} cannot be read: {exc.strerror}.") from None
-    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-        raise AdnError(
-            f"{record['path']} in {str(directory)!r} does not match the sha256 recorded in {FILENAME} "
-            "(it was modified or truncated after export).",
-            "Re-export (or re-build) it; adn-edge refuses to run a file it cannot verify.")
-    return data
+    specs = backend_specs()
+    name = str(backend).strip().lower()
+    device = None if device in (None, "auto") else ("cpu" if str(device).lower() == "cpu" else "cuda")
+    if name == "auto":
+        ordered = sorted((s for s in specs.values() if s.segmented == segmented), key=lambda s: -s.priority)
+        reasons = {}
+        for spec in ordered:
+            why = spec.available()
+            if why is None:
+                why = spec.factory.unready(manifest, device) if manifest is not None or device else None  # type: ignore[attr-defined]
+            if why is None:
+                return spec
+            reasons[spec.name] = why
+        reasons.update(_IMPORT_PROBLEMS)
+        detail = "; ".join(f"{k}: {v}" for k, v in reasons.items()) or "none is registered"
+        where = f" on {device}" if device else ""
+        raise AdnError(f"No {'segmented ' if segmented else ''}inference backend can run this model directory"
+                       f"{where} ({detail}).",
+                       "pip install onnxruntime (the portable one), or TensorRT on an NVIDIA device.")
+    if segmented and not name.endswith("-segmented"):
+        name += "-segmented"
+    found = specs.get(name)
+    if found is None:
+        base = name.removesuffix("-segmented")
+        if segmented and base in specs:
+            modes = ", ".join(sorted(n.removesuffix("-segmented") for n, s in specs.items() if s.segmented))
+            raise AdnError(f"The {base} backend has no segmented mode (segmented mode runs on: {modes}).",
+                           "Use backend='onnxruntime' with segmented=True, or segmented=False.")
+        if base in _IMPORT_PROBLEMS:
+            raise AdnError(f"The {base} backend cannot be loaded: {_IMPORT_PROBLEMS[base]}.")
+        known = ", ".join(["auto", *sorted(n for n in specs if not n.endswith("-segmented"))])
+        raise AdnError(f"Unknown backend {backend!r}.", f"Choose one of: {known}.")
+    why = found.available()
+    if why is not None:
+        raise AdnError(f"The {found.name} backend cannot run here: {why}",
+                       "Pick another with backend=... (backend='auto' chooses the best available).")
+    return found
 
 
 def resident_bytes() -> int | None:
@@ -125,7 +196,7 @@ class Backend(abc.ABC):
     (``EngineSwitcher.open(..., segmented=True)``); ``auto`` never picks them otherwise."""
     verifies_artifacts: ClassVar[bool] = False
     """True when the backend checks every file it reads against the manifest itself
-    (with :func:`read_verified`); otherwise the switcher hashes :meth:`artifacts`
+    (with :func:`adn_edge.modeldir.manifest.read_verified`); otherwise the switcher hashes :meth:`artifacts`
     before constructing it, so no backend can run an unverified file."""
 
     @classmethod
@@ -140,6 +211,13 @@ class Backend(abc.ABC):
             entry = manifest["subnets"].get(code, {})
             out += list(entry.get("files", {}).values()) + list(entry.get("engines", {}).values())
         return out
+
+    @classmethod
+    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
+        """Why ``auto`` should not pick this backend for ``manifest`` on ``device``
+        (``cpu``/``cuda``/None), or None. Installed-ness is ``available``'s job; this
+        asks about the directory and the device (e.g. TensorRT: no engines built)."""
+        return None
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> None:
         self.directory = Path(directory)

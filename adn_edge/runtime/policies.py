@@ -24,9 +24,10 @@ code to decide):
 Only Pareto-optimal sub-networks are candidates by default: one that is slower (or
 hungrier) and no more accurate than another is never the right answer.
 
-Budgets read the ``p99`` latency by default, because a control loop's deadline is
-about the slow inferences, not the typical one (``stat=`` picks another key; a
-report without it falls back to ``mean``). When no candidate fits, the policy
+Budgets read the ``p99`` latency by default
+(:data:`adn_edge.modeldir.pareto.LATENCY_STAT`, the statistic plots use too), because
+a control loop's deadline is about the slow inferences, not the typical one
+(``stat=`` picks another key; a report without it falls back to ``mean``). When no candidate fits, the policy
 returns the one that misses the budget by the least (``strict=True`` raises
 instead): a robot must still get an answer.
 """
@@ -44,10 +45,10 @@ from adn_edge import subnet
 from adn_edge.bench.report import bench_filename
 from adn_edge.errors import AdnError
 from adn_edge.fileio import read_json
+from adn_edge.modeldir.pareto import LATENCY_STAT, LATENCY_STATS, latency, pareto_front
 
 BENCH_GLOB = "bench-*.json"
 EVAL_GLOB = "eval*.json"
-LATENCY_STATS = ("mean", "p50", "p90", "p99", "min", "max")
 
 
 @dataclass(frozen=True)
@@ -57,21 +58,6 @@ class Candidate:
     energy_mj: float | None = None
     accuracy: float | None = None
     gmacs: float | None = None
-
-
-def pareto(points: Mapping[str, Sequence[float]], quality: Mapping[str, float]) -> list[str]:
-    """Codes not dominated in (costs..., quality): another is no worse in every cost
-    and in quality, and strictly better in one. Ordered by the first cost, then code."""
-    codes = [c for c in points if c in quality and all(math.isfinite(v) for v in points[c])]
-
-    def dominates(a: str, b: str) -> bool:
-        ca, cb = points[a], points[b]
-        no_worse = all(x <= y for x, y in zip(ca, cb, strict=True)) and quality[a] >= quality[b]
-        better = any(x < y for x, y in zip(ca, cb, strict=True)) or quality[a] > quality[b]
-        return no_worse and better
-
-    keep = [b for b in codes if not any(dominates(a, b) for a in codes if a != b)]
-    return sorted(keep, key=lambda c: (*points[c], -quality[c], c))
 
 
 def _newest(paths: Sequence[Path]) -> Path:
@@ -170,14 +156,6 @@ def load_eval(path: Path, num_stages: int, metric: str = "top1") -> dict[str, fl
     return out
 
 
-def _latency(entry: Mapping[str, Any], stat: str) -> float | None:
-    lat = entry.get("latency_ms")
-    if isinstance(lat, Mapping):
-        value = lat.get(stat, lat.get("mean"))
-        return None if value is None else float(value)
-    return float(lat) if isinstance(lat, (int, float)) else None
-
-
 @dataclass
 class Policy:
     """Candidates with whatever is known about them, and the rules to choose one."""
@@ -189,12 +167,12 @@ class Policy:
     @classmethod
     def from_directory(cls, directory: str | os.PathLike[str], manifest: Mapping[str, Any] | None = None,
                        codes: Sequence[str] | None = None, *, device: str | None = None, backend: str | None = None,
-                       segmented: bool | None = None, precision: str | None = None, stat: str = "p99",
+                       segmented: bool | None = None, precision: str | None = None, stat: str = LATENCY_STAT,
                        energy_key: str = "energy_mj", metric: str = "top1") -> Policy:
         """Read the manifest, the bench report (:func:`find_bench`: ``device``, ``backend``,
         ``segmented`` and ``precision`` pick it) and the evaluation; ``stat`` is the
         latency statistic budgets are held to."""
-        from adn_edge import manifest as manifest_mod
+        from adn_edge.modeldir import manifest as manifest_mod
 
         directory = Path(directory)
         m = manifest if manifest is not None else manifest_mod.load(directory)
@@ -228,7 +206,7 @@ class Policy:
         for c in codes:
             e = bench.get(c, {})
             energy = e.get(energy_key)
-            cands[c] = Candidate(c, _latency(e, stat) if e else None, None if energy is None else float(energy),
+            cands[c] = Candidate(c, latency(e, stat) if e else None, None if energy is None else float(energy),
                                  accuracy.get(c), None if gmacs.get(c) is None else float(gmacs[c]))
         sources = {"bench": str(bench_path) if bench_path else None, "eval": str(eval_path) if eval_path else None,
                    "bench_mode": None if not bench_path else "segmented" if report.get("segmented") is True
@@ -258,7 +236,7 @@ class Policy:
             costs = [c.latency_ms if r == "latency" else c.energy_mj for r in by]
             if all(v is not None for v in costs):
                 points[c.code] = [float(v) for v in costs]  # type: ignore[arg-type]
-        return pareto(points, self.quality())
+        return pareto_front(points, self.quality())
 
     def ladder(self) -> list[str]:
         """Sub-networks to step through, shallowest (fastest) first: the latency Pareto

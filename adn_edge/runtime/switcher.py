@@ -31,52 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from adn_edge import manifest as manifest_mod
+from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge import subnet
 from adn_edge.errors import AdnError
-from adn_edge.runtime.backend import Backend, BackendSpec, backend_specs, unavailable_reasons
-
-_IMPORT_PROBLEMS: dict[str, str] = {}
-"""Backends whose module failed to import (filled by ``adn_edge.runtime``)."""
-
-
-def _spec_for(backend: str, segmented: bool) -> BackendSpec:
-    specs = backend_specs()
-    name = str(backend).strip().lower()
-    if name == "auto":
-        ordered = sorted((s for s in specs.values() if bool(getattr(s.factory, "segmented", False)) == segmented),
-                         key=lambda s: -s.priority)
-        reasons = {}
-        for spec in ordered:
-            why = spec.available()
-            if why is None:
-                return spec
-            reasons[spec.name] = why
-        reasons.update(_IMPORT_PROBLEMS)
-        detail = "; ".join(f"{k}: {v}" for k, v in reasons.items()) or "none is registered"
-        raise AdnError(f"No {'segmented ' if segmented else ''}inference backend can run here ({detail}).",
-                       "pip install onnxruntime (the portable one), or TensorRT on an NVIDIA device.")
-    if segmented and not name.endswith("-segmented"):
-        name += "-segmented"
-    found = specs.get(name)
-    if found is None:
-        base = name.removesuffix("-segmented")
-        if segmented and base in specs:
-            modes = ", ".join(sorted(n.removesuffix("-segmented") for n, s in specs.items()
-                                     if getattr(s.factory, "segmented", False)))
-            raise AdnError(f"The {base} backend has no segmented mode (segmented mode runs on: {modes}).",
-                           "Use backend='onnxruntime' with segmented=True, or segmented=False.")
-        if base in _IMPORT_PROBLEMS:
-            raise AdnError(f"The {base} backend cannot be loaded: {_IMPORT_PROBLEMS[base]}.")
-        known = ", ".join(["auto", *sorted(n for n in specs if not n.endswith("-segmented"))])
-        raise AdnError(f"Unknown backend {backend!r}.", f"Choose one of: {known}.")
-    spec = found
-    why = spec.available()
-    if why is not None:
-        raise AdnError(f"The {spec.name} backend cannot run here: {why}",
-                       "Pick another with backend=... (backend='auto' chooses the best available).")
-    return spec
-
+from adn_edge.runtime.backend import Backend, resolve_backend
 
 def _closed_error() -> AdnError:
     return AdnError("This EngineSwitcher is closed: its engines were released.",
@@ -134,7 +92,7 @@ class EngineSwitcher:
         sub-network the directory holds) or codes in any accepted spelling; the
         first is active after open. ``precision``: which graphs/engines to load
         (backend default when None). ``segmented``: run each sub-network as a chain
-        of per-stage graphs (see :mod:`adn_edge.runtime.segmented`). Other keyword
+        of per-stage graphs (see :mod:`adn_edge.backends.onnxruntime.segmented`). Other keyword
         options go to the backend (each backend's docstring lists them; unknown
         ones are refused).
         """
@@ -142,7 +100,7 @@ class EngineSwitcher:
         directory = Path(directory)
         m = manifest_mod.load(directory)
         codes = cls._codes(m, subnets, segmented)
-        spec = _spec_for(backend, segmented)
+        spec = resolve_backend(backend, segmented=segmented, manifest=m, device=options.get("device"))
         factory: Any = spec.factory
         if not getattr(factory, "verifies_artifacts", False):
             for record in factory.artifacts(m, codes, precision=precision, **options):
@@ -162,9 +120,8 @@ class EngineSwitcher:
     def _codes(m: dict[str, Any], subnets: str | Sequence[str], segmented: bool) -> list[str]:
         present = None
         if segmented:  # segments chain into every sub-network
-            from adn_edge.runtime.segmented import segments_record
-
-            seg = segments_record(m).get("subnets", {})
+            seg = manifest_mod.segments_record(m, ", so it cannot run in segmented mode",
+                                               " (or open the directory with segmented=False)").get("subnets", {})
             present = {c: seg.get(c, {}) for c in subnet.all_codes(int(m["num_stages"]))}
         return manifest_mod.resolve_codes(m, subnets, present)
 
@@ -352,8 +309,3 @@ class EngineSwitcher:
         state = "closed" if self._closed else f"active={self._active}"
         return (f"EngineSwitcher({self.arch}, backend={self.backend_name}, {len(self.codes)} sub-networks, "
                 f"{state})")
-
-
-def backend_problems() -> dict[str, str]:
-    """Every registered backend that cannot run here, and why (plus import failures)."""
-    return {**unavailable_reasons(), **_IMPORT_PROBLEMS}

@@ -182,7 +182,7 @@ def evaluate_directory(model_dir: str | os.PathLike[str], data: Dataset, codes: 
     switcher as a robot would (``precision="int8", segmented=True``: the calibrated
     INT8 segment engines), which is the accuracy worth knowing before deploying them.
     """
-    from adn_edge import manifest as manifest_mod
+    from adn_edge.modeldir import manifest as manifest_mod
 
     directory = Path(model_dir)
     man = manifest_mod.load(directory)
@@ -231,7 +231,7 @@ def _backend_name(sw: Any, requested: str) -> str:
 
 def preprocess_for_directory(model_dir: str | os.PathLike[str]) -> Any:
     """The :class:`~adn_edge.train.data.Preprocess` an exported directory expects (from its manifest)."""
-    from adn_edge import manifest as manifest_mod
+    from adn_edge.modeldir import manifest as manifest_mod
     from adn_edge.train.data import Preprocess
 
     man = manifest_mod.load(Path(model_dir))

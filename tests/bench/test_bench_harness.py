@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from adn_edge import manifest
+from adn_edge.modeldir import manifest
 from adn_edge.bench.harness import BenchOptions, run_bench
 from adn_edge.bench.report import validate_bench
 from adn_edge.export import export

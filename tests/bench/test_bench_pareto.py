@@ -3,47 +3,29 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from adn_edge.bench.pareto import pareto_codes, pareto_front, plot, report_pareto
+from adn_edge.bench.pareto import plot
 from adn_edge.errors import AdnError
 
 
-def test_minimise_cost_maximise_accuracy():
-    # cost, accuracy
-    pts = {"0000": (2.0, 70.0), "0001": (3.0, 72.0), "0010": (3.5, 71.0), "0100": (4.0, 74.0),
-           "1000": (4.0, 73.0), "1111": (6.0, 76.0), "1110": (7.0, 75.0)}
-    assert pareto_codes(pts) == ["0000", "0001", "0100", "1111"]
+def test_plot_ranks_by_the_policies_latency_statistic(tmp_path, monkeypatch):
+    """The plot and the policies share one Pareto function on one statistic (p99): a
+    sub-network whose mean is fast but whose tail is slow is not highlighted."""
+    import adn_edge.bench.pareto as bp
 
+    r = report(with_energy=False)
+    slow_tail = "0000"
+    r["subnets"][slow_tail]["latency_ms"]["p99"] = 100.0  # mean still the fastest
+    seen = {}
+    real = bp.pareto_front
 
-def test_minimise_both():
-    costs, values = [1, 2, 3, 2], [5, 3, 1, 4]
-    assert pareto_front(costs, values, maximize_value=False) == [0, 1, 2]
+    def spy(costs, quality):
+        seen.update(costs)
+        return real(costs, quality)
 
-
-def test_ties_and_duplicates():
-    # Identical points do not dominate each other; same cost with lower value is dominated.
-    assert pareto_front([1, 1, 1], [5, 5, 4]) == [0, 1]
-    assert pareto_front([], []) == []
-
-
-def test_none_and_nan_are_ignored():
-    assert pareto_codes({"a": (1.0, None), "b": (2.0, 1.0), "c": (None, 9.0)}) == ["b"]
-    assert pareto_front([1.0, float("nan")], [1.0, 9.0]) == [0]
-
-
-def _dominated(i, pts):
-    ci, vi = pts[i]
-    return any(cj <= ci and vj >= vi and (cj < ci or vj > vi) for j, (cj, vj) in enumerate(pts) if j != i)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), max_size=40))
-def test_front_is_exactly_the_non_dominated_points(pts):
-    front = pareto_front([c for c, _ in pts], [v for _, v in pts])
-    assert set(front) == {i for i in range(len(pts)) if not _dominated(i, pts)}
-    assert [pts[i][0] for i in front] == sorted(pts[i][0] for i in front)
+    monkeypatch.setattr(bp, "pareto_front", spy)
+    plot(r, tmp_path / "p.png")
+    assert seen[slow_tail] == 100.0
+    assert slow_tail not in real(seen, {c: e["gmacs"] for c, e in r["subnets"].items()})
 
 
 def report(with_energy=True, with_gmacs=True):
@@ -88,15 +70,3 @@ def test_plot_errors(tmp_path):
     with pytest.raises(AdnError, match="format"):
         plot(report(), tmp_path / "p.jpgx")
     assert not (tmp_path / "p.png").exists()
-
-
-def test_report_pareto():
-    r = report()
-    got = report_pareto(r)
-    assert got["by"] == "gmacs" and got["latency"] and got["energy"]
-    assert "1111" in got["latency"]  # the deepest sub-network is always optimal (largest GMACs)
-    acc = {c: 1.0 for c in r["subnets"]}
-    got = report_pareto(report(with_energy=False), accuracy=acc)
-    assert got["by"] == "accuracy" and got["energy"] is None
-    fastest = min(r["subnets"], key=lambda c: r["subnets"][c]["latency_ms"]["mean"])
-    assert got["latency"] == [fastest]  # equal accuracy: only the fastest is optimal

@@ -115,7 +115,7 @@ def test_console_script_exit_codes() -> None:
 def test_export_segments_beside_the_subnets(tmp_path, capsys) -> None:
     """--segments writes the segment graphs after the sub-networks, into the same manifest,
     with --fp16, --static-batch and --input-size applied to them too."""
-    from adn_edge import manifest
+    from adn_edge.modeldir import manifest
     from adn_edge.fileio import sha256_file
 
     out = tmp_path / "m"

@@ -15,7 +15,8 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from adn_edge import manifest, subnet
+from adn_edge import subnet
+from adn_edge.modeldir import manifest
 from adn_edge.errors import ParityError
 from adn_edge.export import Exporter, ExportOptions, export
 from adn_edge.export.parity import onnxruntime_logits
@@ -146,8 +147,8 @@ def test_official_models_record_the_official_eval_resize() -> None:
 def test_manifest_records_the_arch_resampling(tmp_path) -> None:
     """Swin-T's evaluation resize is bicubic (ADN_FORMAT 1.4); calibration and `eval` of
     the exported directory read it from the manifest."""
-    from adn_edge import manifest
-    from adn_edge.build.calibration import Preprocess as CalibPreprocess
+    from adn_edge.modeldir import manifest
+    from adn_edge.backends.tensorrt.calibration import Preprocess as CalibPreprocess
     from adn_edge.models import create_model
     from adn_edge.train.evaluate import preprocess_for_directory
 

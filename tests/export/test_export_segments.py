@@ -14,7 +14,8 @@ import onnx
 import pytest
 import torch
 
-from adn_edge import manifest, subnet
+from adn_edge import subnet
+from adn_edge.modeldir import manifest
 from adn_edge.errors import AdnError, ParityError
 from adn_edge.export import ExportOptions, export
 from adn_edge.export.parity import FP16_TOLERANCE

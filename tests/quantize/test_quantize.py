@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from adn_edge import manifest
+from adn_edge.modeldir import manifest
 from adn_edge.fileio import sha256_file
 from adn_edge.quantize import qdq
 from adn_edge.quantize.accuracy import EVAL_INT8_FILENAME, logits, rel_err, session
@@ -212,8 +212,8 @@ def test_engine_switcher_runs_the_int8_graphs(quantized) -> None:
 def test_tensorrt_builds_int8_from_the_qdq_graph(quantized, tmp_path: Path, trt: str, precision: str) -> None:
     """`adn-edge build --precision int8` plans from onnx_int8 on TensorRT 10.x and 11.x, also when
     a leftover implicit-calibration cache is present (only --calib overrides it on 10.x)."""
-    from adn_edge.build.options import BuildOptions
-    from adn_edge.build.plan import Environment, calibration_cache_filename, plan_builds
+    from adn_edge.backends.tensorrt.options import BuildOptions
+    from adn_edge.backends.tensorrt.plan import Environment, calibration_cache_filename, plan_builds
 
     d, _ = quantized
     m = manifest.load(d)

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from adn_edge import manifest
+from adn_edge.modeldir import manifest
 from tests._util import run_cli
 
 

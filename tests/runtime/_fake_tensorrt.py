@@ -1,7 +1,7 @@
 """A test double of TensorRT and of the CUDA layer, for testing orchestration only.
 
 No CI machine has a GPU or TensorRT. This double lets the real TensorRT backend code
-(``adn_edge.runtime.tensorrt_backend``) and the real ``build_directory`` run end to
+(``adn_edge.backends.tensorrt.runner``) and the real ``build_directory`` run end to
 end on a CPU: the fake "engine" is the ONNX graph itself, run by ONNX Runtime, and
 the fake "device memory" is host memory addressed by integer pointers. What it
 proves is the wiring: which engine runs for which code, which buffer each context
@@ -29,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from adn_edge.build.options import BuildOptions, ProfileShapes
-from adn_edge.build.plan import BuiltEngine, Environment, Job
-from adn_edge.runtime.cuda_layer import CaptureFailed, CudaError, DeviceBuffer, Event, Graph, HostBuffer, Stream
+from adn_edge.backends.tensorrt.options import BuildOptions, ProfileShapes
+from adn_edge.backends.tensorrt.plan import BuiltEngine, Environment, Job
+from adn_edge.backends.cuda import CaptureFailed, CudaError, DeviceBuffer, Event, Graph, HostBuffer, Stream
 
 MAGIC = b"FAKETRT1"
 VERSION = "10.3.0"
 GPU, CC = "Orin (nvgpu)", (8, 7)
 ENV = Environment(VERSION, GPU, f"{CC[0]}.{CC[1]}")
-INSPECTOR = Path(__file__).resolve().parents[1] / "build" / "data"
+INSPECTOR = Path(__file__).resolve().parents[1] / "tensorrt" / "data"
 ACTIVATION_BYTES = 4096
 
 
@@ -77,7 +77,7 @@ DEVICE = Device()
 
 
 class FakeCuda:
-    """:class:`adn_edge.runtime.cuda_layer.CudaApi` over :data:`DEVICE`; copies are synchronous."""
+    """:class:`adn_edge.backends.cuda.CudaApi` over :data:`DEVICE`; copies are synchronous."""
 
     name = "fake-cuda"
     device = 0
@@ -283,7 +283,7 @@ TRT.DataType = _Enum(FLOAT="FLOAT", HALF="HALF")  # type: ignore[attr-defined]
 
 def install(monkeypatch: Any) -> FakeCuda:
     """Put the doubles where the backend looks: ``import tensorrt`` and ``open_cuda``."""
-    import adn_edge.runtime.cuda_layer as cl
+    import adn_edge.backends.cuda as cl
 
     cuda = FakeCuda()
     monkeypatch.setitem(sys.modules, "tensorrt", TRT)

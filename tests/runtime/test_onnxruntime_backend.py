@@ -8,7 +8,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from adn_edge.runtime import EngineSwitcher
-from adn_edge.runtime.onnxruntime_backend import onnx_initializers
+from adn_edge.backends.onnxruntime.runner import onnx_initializers
 from tests.runtime._helpers import TOL, rel_err
 
 
@@ -110,7 +110,7 @@ def test_same_name_different_bytes_is_not_shared(model_dir, tmp_path):
     """If a graph broke the naming contract, the backend must keep it correct (unshared)."""
     import shutil
 
-    from adn_edge import manifest
+    from adn_edge.modeldir import manifest
     from adn_edge.export.parity import onnxruntime_logits
 
     d = tmp_path / "d"

@@ -10,7 +10,7 @@ import pytest
 
 from adn_edge import subnet
 from adn_edge.errors import AdnError
-from adn_edge.runtime import EngineSwitcher, Policy, pareto
+from adn_edge.runtime import EngineSwitcher, Policy
 from tests.runtime._helpers import CODES
 
 
@@ -48,13 +48,6 @@ def pdir(model_dir, tmp_path):
 
 def write(d, name, obj):
     (d / name).write_text(json.dumps(obj))
-
-
-def test_pareto_front():
-    points = {"a": [1.0], "b": [2.0], "c": [3.0], "d": [2.5]}
-    quality = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 1.5}  # d is slower than b and worse: dominated
-    assert pareto(points, quality) == ["a", "b", "c"]
-    assert pareto({"a": [1.0, 5.0], "b": [2.0, 1.0]}, {"a": 1.0, "b": 1.0}) == ["a", "b"]  # trade-off in 2 costs
 
 
 def test_no_bench_results_is_a_clear_error(pdir):

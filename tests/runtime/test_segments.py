@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from adn_edge import manifest
+from adn_edge.modeldir import manifest
 from adn_edge.errors import AdnError
 from adn_edge.export.segments import io_names, segment_file
 from adn_edge.fileio import sha256_file

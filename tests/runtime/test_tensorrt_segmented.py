@@ -7,7 +7,7 @@ memory is host memory). So these tests check everything except TensorRT itself:
 the build plan and manifest records, which engine runs for which code, the buffer
 hand-over between segments, batch handling, CUDA-graph capture, and the refusals on
 open. Logits are compared with the PyTorch ADN forward (relative error <= 1e-4).
-``tests/build/test_build_tensorrt_gpu.py`` runs the real thing where TensorRT is.
+``tests/tensorrt/test_build_tensorrt_gpu.py`` runs the real thing where TensorRT is.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adn_edge import manifest
-from adn_edge.build import build_directory
-from adn_edge.build.plan import Environment
+from adn_edge.modeldir import manifest
+from adn_edge.backends.tensorrt.build import build_directory
+from adn_edge.backends.tensorrt.plan import Environment
 from adn_edge.errors import AdnError
 from adn_edge.runtime import EngineSwitcher
-from adn_edge.runtime.engine_chain import monolithic_layout, segmented_layout
+from adn_edge.backends.tensorrt.chain import monolithic_layout, segmented_layout
 from tests.runtime import _fake_tensorrt as fake
 from tests.runtime._helpers import ARCH, CODES, TOL, rel_err
 
@@ -200,7 +200,7 @@ def test_build_cli_segments(model_dir: Path, tmp_path: Path, capsys: pytest.Capt
                             monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    import adn_edge.build as build_pkg
+    import adn_edge.backends.tensorrt.build as build_pkg
     from adn_edge.cli.app import main
 
     d = tmp_path / ARCH
@@ -227,7 +227,7 @@ def test_build_cli_segments(model_dir: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 def test_prefix_codes_cycle_through_every_earlier_combination() -> None:
-    from adn_edge.build.segment_calibration import prefix_code
+    from adn_edge.backends.tensorrt.segment_calibration import prefix_code
 
     assert [prefix_code(b, 2) for b in range(5)] == ["11", "10", "01", "00", "11"]
     assert prefix_code(7, 0) == ""
@@ -327,7 +327,7 @@ def test_the_gpu_benchmark_script_runs_through(tmp_path: Path, gpu: fake.FakeCud
     import json
     import sys
 
-    import adn_edge.build as build_pkg
+    import adn_edge.backends.tensorrt.build as build_pkg
 
     monkeypatch.setattr(build_pkg, "_real_toolchain", lambda cuda, device, verbose: fake.FakeBuilder())
     bench_dir = Path(__file__).resolve().parents[2] / "benchmarks"

@@ -19,7 +19,7 @@ When to use which (``benchmarks/bench_switcher.py``, ResNet50-ADN, CPU, batch 1)
 * Segments pay off where weights cannot be shared across graphs: TensorRT engines
   embed theirs, so 2^S monolithic engines hold 2^S copies while the 2*S segment
   engines (``adn-edge build --segments``, run by ``tensorrt-segmented`` in
-  :mod:`~adn_edge.runtime.tensorrt_backend`) hold each weight about once. Also
+  :mod:`~adn_edge.backends.tensorrt.runner`) hold each weight about once. Also
   where 2^S files do not fit the storage or the build time (2*S builds instead of
   2^S), and for models with more stages (MobileNetV2-ADN: 32 sub-networks from 10
   graphs). On a GPU the cost is S engine launches per inference instead of one and
@@ -32,17 +32,17 @@ parts of two sub-networks, whatever ``switch`` does meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from adn_edge import manifest as manifest_mod
+from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge.errors import AdnError
-from adn_edge.manifest import SEGMENT_KINDS
+from adn_edge.modeldir.manifest import SEGMENT_KINDS
 from adn_edge.runtime.backend import Backend, register_backend
-from adn_edge.runtime.onnxruntime_backend import SessionFactory, _available, opening, perturbation_probe, \
+from adn_edge.backends.onnxruntime.runner import SessionFactory, _available, cuda_unready, opening, perturbation_probe, \
     split_options
 
 FILE_KEYS = {"fp32": "files", "fp16": "files_fp16"}
@@ -86,6 +86,10 @@ class SegmentedOnnxRuntimeBackend(Backend):
         seg = segments_record(manifest)
         key = files_key(seg, options.get("precision"))
         return [part[key][kind] for part in seg["parts"] for kind in SEGMENT_KINDS.values()]
+
+    @classmethod
+    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
+        return cuda_unready(device)
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
                  precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:

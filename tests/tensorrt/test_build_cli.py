@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _buildkit import FakeToolchain, inspector
 
-import adn_edge.build as build_pkg
+import adn_edge.backends.tensorrt.build as build_pkg
 from adn_edge.cli.app import main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -31,6 +31,7 @@ float32 I/O), ``onnx_int8`` (Q/DQ graph). Engines are keyed by precision.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from collections.abc import Iterable
@@ -188,3 +189,26 @@ def verify_file(directory: str | os.PathLike[str], record: dict[str, Any]) -> Pa
             "(it was modified or truncated after export).",
             "Re-export (or re-build) it; adn-edge refuses to run a file it cannot verify.")
     return p
+
+
+def read_verified(directory: str | Path, record: dict[str, Any]) -> bytes:
+    """The bytes of a manifest-listed file, checked against its sha256 as they are read.
+
+    Hashing the very bytes that are then handed to the inference library (rather than
+    hashing the file and re-reading it) leaves no window in which the file could
+    change between the check and the load, and reads each artifact once.
+    """
+    p = Path(directory) / str(record["path"])
+    try:
+        data: bytes = p.read_bytes()
+    except FileNotFoundError:
+        raise AdnError(f"{record['path']} is listed in {FILENAME} but missing from {str(directory)!r}.",
+                       "Re-export (or re-build) the model directory.") from None
+    except OSError as exc:
+        raise AdnError(f"{record['path']} in {str(directory)!r} cannot be read: {exc.strerror}.") from None
+    if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        raise AdnError(
+            f"{record['path']} in {str(directory)!r} does not match the sha256 recorded in {FILENAME} "
+            "(it was modified or truncated after export).",
+            "Re-export (or re-build) it; adn-edge refuses to run a file it cannot verify.")
+    return data

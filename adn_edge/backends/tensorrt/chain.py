@@ -5,7 +5,7 @@ engines on one stream. Monolithically that is one engine per sub-network; in
 segmented mode it is the S segment engines of the code's flags, part k's output
 feeding part k+1. Deciding that (and sizing the device buffers between them) is
 plain bookkeeping over the manifest, kept here so it is tested on machines without
-a GPU; :mod:`~adn_edge.runtime.tensorrt_backend` only binds and launches.
+a GPU; :mod:`~adn_edge.backends.tensorrt.runner` only binds and launches.
 
 Buffers. ``input`` (the image) and ``logits`` hold the program's two ends. Between
 segments, part k writes ``a`` or ``b`` alternately and part k+1 reads it: two
@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adn_edge.build.options import sample_dims
-from adn_edge.build.plan import choose_precision, engine_for, pick_precision, segment_key, segment_what
+from adn_edge.backends.tensorrt.options import sample_dims
+from adn_edge.backends.tensorrt.plan import choose_precision, engine_for, pick_precision, segment_key, segment_what
 from adn_edge.errors import AdnError
-from adn_edge.manifest import SEGMENT_KINDS
+from adn_edge.modeldir.manifest import SEGMENT_KINDS
 
 INPUT, LOGITS, PING, PONG = "input", "logits", "a", "b"
 
@@ -99,7 +99,7 @@ def monolithic_layout(manifest: Mapping[str, Any], codes: Sequence[str], precisi
 
 def segmented_layout(manifest: Mapping[str, Any], codes: Sequence[str], precision: str | None) -> Layout:
     """The 2*S segment engines; code ``c`` runs part k in form ``c[k]`` for every k."""
-    from adn_edge.runtime.segmented import segments_record
+    from adn_edge.backends.onnxruntime.segmented import segments_record
 
     parts = segments_record(dict(manifest))["parts"]
     count = len(parts)

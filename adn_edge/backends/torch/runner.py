@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,14 @@ class TorchBackend(Backend):
     @classmethod
     def artifacts(cls, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> list[dict[str, Any]]:
         return []
+
+    @classmethod
+    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
+        if device != "cuda":
+            return None
+        import torch
+
+        return None if torch.cuda.is_available() else "PyTorch sees no CUDA GPU"
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *, model: Any = None,
                  checkpoint: str | Path | None = None, device: str | int = "cpu", precision: str | None = None,

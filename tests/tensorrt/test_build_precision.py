@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from adn_edge.build.plan import BuildFailure
-from adn_edge.build.precision import (
+from adn_edge.backends.tensorrt.plan import BuildFailure
+from adn_edge.backends.tensorrt.precision import (
     FP16, FP32, INT8, UNKNOWN, PrecisionMismatch, label, summarize, tensor_precision, verify,
 )
 from _buildkit import inspector

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from adn_edge.build.calibration import CalibrationSet
+from adn_edge.backends.tensorrt.calibration import CalibrationSet
 from adn_edge.errors import AdnError
-from adn_edge.manifest import SEGMENT_KINDS
+from adn_edge.modeldir.manifest import SEGMENT_KINDS
 
 
 def prefix_code(batch_index: int, length: int) -> str:
@@ -58,7 +58,7 @@ class SegmentChain:
                 raise AdnError("Calibrating INT8 segment engines runs the preceding segments with ONNX Runtime, "
                                "which is not installed.",
                                "pip install onnxruntime (or onnxruntime-gpu), or build segments in fp16.") from None
-            from adn_edge.manifest import verify_file
+            from adn_edge.modeldir.manifest import verify_file
 
             path = verify_file(self.directory, dict(self.parts[index]["files"][SEGMENT_KINDS[flag]]))
             so = ort.SessionOptions()
@@ -81,7 +81,7 @@ class SegmentChain:
 
 class SegmentCalibration:
     """The calibration batches of segment ``index``: same interface as
-    :class:`~adn_edge.build.calibration.CalibrationSet` for the builder."""
+    :class:`~adn_edge.backends.tensorrt.calibration.CalibrationSet` for the builder."""
 
     def __init__(self, images: CalibrationSet, chain: SegmentChain, index: int) -> None:
         self.source = images

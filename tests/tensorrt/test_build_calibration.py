@@ -9,7 +9,7 @@ import pytest
 from _buildkit import MEAN, STD, write_pngs
 from PIL import Image
 
-from adn_edge.build.calibration import (
+from adn_edge.backends.tensorrt.calibration import (
     RECOMMENDED_IMAGES, CalibrationSet, Preprocess, center_crop_box, list_images, load_image, resized_size,
 )
 from adn_edge.errors import AdnError
@@ -120,7 +120,7 @@ def test_nested_class_folders_are_searched(tmp_path: Path) -> None:
 
 
 def test_no_warning_with_enough_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import adn_edge.build.calibration as cal
+    import adn_edge.backends.tensorrt.calibration as cal
 
     monkeypatch.setattr(cal, "RECOMMENDED_IMAGES", 4)
     write_pngs(tmp_path / "imgs", 4)

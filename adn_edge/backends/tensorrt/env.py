@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from adn_edge.build.plan import Environment, tensorrt_major
+from adn_edge.backends.tensorrt.plan import Environment, tensorrt_major
 from adn_edge.errors import AdnError
 
 MIN_MAJOR = 10
@@ -55,7 +55,7 @@ def tensorrt_version() -> str:
 def gpu_info(device: int = 0, cuda: str = "auto") -> tuple[str, str]:
     """(GPU name, compute capability "8.7") through the CUDA layer the runtime uses,
     so that build and runtime name the GPU identically."""
-    from adn_edge.runtime.cuda_layer import open_cuda
+    from adn_edge.backends.cuda import open_cuda
 
     api = open_cuda(cuda, device)
     try:
@@ -78,7 +78,7 @@ def unavailable_reason() -> str | None:
         import_tensorrt()
     except AdnError as exc:
         return exc.message
-    from adn_edge.runtime.cuda_layer import available_bindings
+    from adn_edge.backends.cuda import available_bindings
 
     if not available_bindings():
         return "no CUDA binding for Python (cuda-python or pycuda) is installed"

@@ -15,8 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TYPINGS = REPO / "typings"
-TRT_MODULES = ["adn_edge/build", "adn_edge/runtime/tensorrt_backend.py", "adn_edge/runtime/engine_chain.py",
-               "adn_edge/runtime/cuda_layer.py", "adn_edge/cli/build.py"]
+TRT_MODULES = ["adn_edge/backends/tensorrt", "adn_edge/backends/cuda", "adn_edge/cli/build.py"]
 
 
 @pytest.fixture(scope="module")

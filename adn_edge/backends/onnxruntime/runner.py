@@ -48,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ from typing import Any
 import numpy as np
 
 from adn_edge.errors import AdnError
-from adn_edge.runtime.backend import Backend, read_verified, register_backend, resident_bytes
+from adn_edge.modeldir.manifest import read_verified
+from adn_edge.runtime.backend import Backend, register_backend, resident_bytes
 
 FILE_KEYS = {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -182,6 +183,17 @@ def _available() -> str | None:
     except (ImportError, ValueError):
         found = False
     return None if found else "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)."
+
+
+def cuda_unready(device: str | None) -> str | None:
+    """Why ONNX Runtime cannot serve ``device`` here: only ``cuda`` needs asking (the
+    CUDA execution provider of onnxruntime-gpu); the CPU provider is always there."""
+    if device != "cuda":
+        return None
+    providers = _import_ort().get_available_providers()
+    if "CUDAExecutionProvider" in providers:
+        return None
+    return f"this ONNX Runtime has no CUDA execution provider (it has: {', '.join(providers)})"
 
 
 def _import_ort() -> Any:
@@ -546,6 +558,10 @@ class OnnxRuntimeBackend(Backend):
                                "Export it (fp16 graphs: `adn-edge export --fp16`), or open another precision.")
             out.append(files[key])
         return out
+
+    @classmethod
+    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
+        return cuda_unready(device)
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
                  precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:

@@ -8,11 +8,11 @@ stubs instead (``mypy.ini``): keep it small and keep every call in the stubs.
 
 Version notes. JetPack 6 ships TensorRT 10.3, so only API present there is used,
 or it is behind a version branch. TensorRT 11 removed the FP16/INT8 builder flags
-and the INT8 calibrator; :func:`adn_edge.build.plan.select_source` never asks for
+and the INT8 calibrator; :func:`adn_edge.backends.tensorrt.plan.select_source` never asks for
 them on 11.x (strongly typed networks from the float16 or Q/DQ graph instead).
 
 Importing this module without TensorRT raises :class:`~adn_edge.errors.AdnError`
-with install instructions; :mod:`adn_edge.build` imports it only when building.
+with install instructions; :mod:`adn_edge.backends.tensorrt.build` imports it only when building.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from adn_edge.build import trt_env
-from adn_edge.build.calibration import CalibrationData, CalibrationPlan
-from adn_edge.build.options import BuildOptions, ProfileShapes
-from adn_edge.build.plan import BuildFailure, BuiltEngine, Environment, Job
+from adn_edge.backends.tensorrt import env as trt_env
+from adn_edge.backends.tensorrt.calibration import CalibrationData, CalibrationPlan
+from adn_edge.backends.tensorrt.options import BuildOptions, ProfileShapes
+from adn_edge.backends.tensorrt.plan import BuildFailure, BuiltEngine, Environment, Job
 from adn_edge.errors import AdnError
 from adn_edge.fileio import write_bytes
-from adn_edge.runtime.cuda_layer import CudaApi, DeviceBuffer, Stream, open_cuda
+from adn_edge.backends.cuda import CudaApi, DeviceBuffer, Stream, open_cuda
 
 try:
     import tensorrt as trt
 except ImportError as _exc:  # pragma: no cover - depends on the machine
     raise trt_env.missing_tensorrt(_exc) from None
 
-log = logging.getLogger("adn_edge.build")
+log = logging.getLogger("adn_edge.backends.tensorrt.build")
 
 
 class _Logger(trt.ILogger):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adn_edge.build.options import (
+from adn_edge.backends.tensorrt.options import (
     DEFAULT_MAX_BATCH, BuildOptions, make_options, normalise_precision, profile_shapes, resolve_batches,
     static_batch,
 )

@@ -2,7 +2,7 @@
 
 Skipped (with the reason) wherever TensorRT, a CUDA binding or a GPU is missing,
 which is every CI machine; run on a Jetson or a GPU workstation with
-``python -m pytest tests/build -m tensorrt``. Tolerances (relative to the largest
+``python -m pytest tests/tensorrt -m tensorrt``. Tolerances (relative to the largest
 reference logit): FP32 <= 1e-3, FP16 <= 1e-2.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from _buildkit import make_model_dir
 
-from adn_edge.build.trt_env import unavailable_reason
+from adn_edge.backends.tensorrt.env import unavailable_reason
 
 REASON = unavailable_reason()
 pytestmark = [
@@ -39,7 +39,7 @@ def ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from adn_edge.build import build_directory
+    from adn_edge.backends.tensorrt.build import build_directory
 
     d = make_model_dir(tmp_path_factory.mktemp("trt"), CODES, size=SIZE, width=WIDTH, fp16_files=True)
     for precision in ("fp32", "fp16"):
@@ -49,8 +49,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def open_backend(d: Path, precision: str, **options: object):  # type: ignore[no-untyped-def]
-    from adn_edge import manifest
-    from adn_edge.runtime.tensorrt_backend import TensorRTBackend
+    from adn_edge.modeldir import manifest
+    from adn_edge.backends.tensorrt.runner import TensorRTBackend
 
     return TensorRTBackend(d, manifest.load(d), list(CODES), precision=precision, **options)
 
@@ -110,7 +110,7 @@ def test_cuda_graphs(built: Path) -> None:
 
 
 def test_rebuild_skips_up_to_date(built: Path) -> None:
-    from adn_edge.build import build_directory
+    from adn_edge.backends.tensorrt.build import build_directory
 
     assert {r["status"] for r in build_directory(built, precision="fp16", max_batch=4)} == {"skipped"}
 
@@ -127,7 +127,7 @@ def test_batch_beyond_the_profile_is_refused(built: Path) -> None:
 
 
 def test_engine_from_another_tensorrt_is_refused(built: Path, tmp_path: Path) -> None:
-    from adn_edge import manifest
+    from adn_edge.modeldir import manifest
     from adn_edge.errors import AdnError
 
     copy = tmp_path / "copy"
@@ -147,7 +147,7 @@ def segmented_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """resnet_tiny (4 stages) with all 16 monolithic graphs and the 8 segment graphs,
     every one built into an fp32 and an fp16 engine."""
     torch = pytest.importorskip("torch", reason="exporting the model needs torch")
-    from adn_edge.build import build_directory
+    from adn_edge.backends.tensorrt.build import build_directory
     from adn_edge.export import export
     from adn_edge.export.segments import export_segments
     from adn_edge.models import create_model
@@ -182,7 +182,7 @@ def test_segmented_engines_match_onnxruntime(segmented_dir: Path, precision: str
 
 
 def test_segment_engines_hold_fewer_weights(segmented_dir: Path) -> None:
-    from adn_edge import manifest
+    from adn_edge.modeldir import manifest
 
     data = manifest.load(segmented_dir)
     mono = sum(e["fp16"]["bytes"] for e in (s["engines"] for s in data["subnets"].values()))
@@ -197,7 +197,7 @@ def test_int8_segments_calibrate_on_feature_maps(segmented_dir: Path, tmp_path: 
     from _buildkit import write_pngs
 
     from adn_edge import subnet
-    from adn_edge.build import build_directory
+    from adn_edge.backends.tensorrt.build import build_directory
     from adn_edge.runtime import EngineSwitcher
 
     images = tmp_path / "calib"

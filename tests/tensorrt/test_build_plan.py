@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from adn_edge import manifest
-from adn_edge.build.options import make_options
-from adn_edge.build.plan import (
+from adn_edge.modeldir import manifest
+from adn_edge.backends.tensorrt.options import make_options
+from adn_edge.backends.tensorrt.plan import (
     PRECISION_SUPPORT, Environment, Source, calibration_cache_filename, check_engine_compatible, choose_precision,
     engine_filename, engine_for, plan_builds, reuse_calibration_cache, select_source, staleness, tensorrt_major,
     timing_cache_filename,

@@ -209,7 +209,7 @@ class CalibrationSet:
 class CalibrationData(Protocol):
     """What the INT8 calibrator reads: fixed-size float32 batches of the graph's input.
     :class:`CalibrationSet` (images) and
-    :class:`~adn_edge.build.segment_calibration.SegmentCalibration` (feature maps)."""
+    :class:`~adn_edge.backends.tensorrt.segment_calibration.SegmentCalibration` (feature maps)."""
 
     batch_size: int
     images: list[Path]

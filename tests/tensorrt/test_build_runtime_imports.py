@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import adn_edge.runtime.cuda_layer as cl
+import adn_edge.backends.cuda as cl
 from adn_edge.errors import AdnError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,9 +30,9 @@ BLOCKER = textwrap.dedent("""
 
 def test_runtime_modules_import_without_torch_or_tensorrt() -> None:
     code = BLOCKER + textwrap.dedent("""
-        import adn_edge.runtime.tensorrt_backend as tb
-        import adn_edge.runtime.cuda_layer as cl
-        import adn_edge.build
+        import adn_edge.backends.tensorrt.runner as tb
+        import adn_edge.backends.cuda as cl
+        import adn_edge.backends.tensorrt.build
         from adn_edge.runtime.backend import backend_specs
         spec = backend_specs()["tensorrt"]
         assert spec.priority == 30 and spec.factory is tb.TensorRTBackend
@@ -49,8 +49,8 @@ def test_runtime_modules_import_without_torch_or_tensorrt() -> None:
 
 
 def test_backend_without_tensorrt_raises_adn_error(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from adn_edge import manifest
-    from adn_edge.runtime.tensorrt_backend import TensorRTBackend
+    from adn_edge.modeldir import manifest
+    from adn_edge.backends.tensorrt.runner import TensorRTBackend
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(AdnError, match="TensorRT is not installed") as e:

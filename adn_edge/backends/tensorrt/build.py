@@ -7,11 +7,11 @@ all requested sub-networks with one shared timing cache, skips engines that are 
 to date, verifies that each engine really has the precision asked for, and records
 everything in ``manifest.json``.
 
-Layout: :mod:`~adn_edge.build.options` (validation, profile shapes),
-:mod:`~adn_edge.build.plan` (what to rebuild, what may be loaded),
-:mod:`~adn_edge.build.calibration` (INT8 data), :mod:`~adn_edge.build.precision`
-(what the engine inspector says) are plain Python; :mod:`~adn_edge.build.trt_builder`
-is the only module that calls TensorRT, :mod:`~adn_edge.build.trt_env` imports it
+Layout: :mod:`~adn_edge.backends.tensorrt.options` (validation, profile shapes),
+:mod:`~adn_edge.backends.tensorrt.plan` (what to rebuild, what may be loaded),
+:mod:`~adn_edge.backends.tensorrt.calibration` (INT8 data), :mod:`~adn_edge.backends.tensorrt.precision`
+(what the engine inspector says) are plain Python; :mod:`~adn_edge.backends.tensorrt.builder`
+is the only module that calls TensorRT, :mod:`~adn_edge.backends.tensorrt.env` imports it
 lazily. Importing this package does not import TensorRT.
 """
 
@@ -24,17 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from adn_edge import manifest as manifest_mod
-from adn_edge.build.calibration import CalibrationData, CalibrationPlan, CalibrationSet, Preprocess
-from adn_edge.build.options import (
+from adn_edge.modeldir import manifest as manifest_mod
+from adn_edge.backends.tensorrt.calibration import CalibrationData, CalibrationPlan, CalibrationSet, Preprocess
+from adn_edge.backends.tensorrt.options import (
     DEFAULT_WORKSPACE_MB, PRECISIONS, BuildOptions, ProfileShapes, make_options, profile_shapes, static_batch,
 )
-from adn_edge.build.plan import (
+from adn_edge.backends.tensorrt.plan import (
     BuildFailure, BuiltEngine, Environment, Job, Unit, engine_record, plan_unit_builds, reuse_calibration_cache,
     segment_units, subnet_units, timing_cache_filename,
 )
-from adn_edge.build.precision import PrecisionMismatch, summarize, verify
-from adn_edge.build.precision import label as precision_label
+from adn_edge.backends.tensorrt.precision import PrecisionMismatch, summarize, verify
+from adn_edge.backends.tensorrt.precision import label as precision_label
 from adn_edge.errors import AdnError
 from adn_edge.fileio import sha256_file, write_bytes
 
@@ -43,7 +43,7 @@ __all__ = [
     "build_directory", "resolve_codes",
 ]
 
-log = logging.getLogger("adn_edge.build")
+log = logging.getLogger("adn_edge.backends.tensorrt.build")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class BuildEvent:
 
 class Toolchain(Protocol):
     """What :func:`build_directory` needs from TensorRT (implemented by
-    :class:`adn_edge.build.trt_builder.TrtToolchain`; tests pass a fake)."""
+    :class:`adn_edge.backends.tensorrt.builder.TrtToolchain`; tests pass a fake)."""
 
     env: Environment
 
@@ -79,11 +79,11 @@ def resolve_codes(data: Mapping[str, Any], subnets: str | Iterable[str] | None) 
 
 
 def _real_toolchain(cuda: str, device: int, verbose: bool) -> Toolchain:
-    from adn_edge.build import trt_env
+    from adn_edge.backends.tensorrt import env as trt_env
 
     trt_env.import_tensorrt()  # AdnError with install instructions when absent
     env = trt_env.environment(device, cuda)
-    from adn_edge.build.trt_builder import TrtToolchain
+    from adn_edge.backends.tensorrt.builder import TrtToolchain
 
     return TrtToolchain(env, cuda=cuda, device=device, verbose=verbose)
 
@@ -214,7 +214,7 @@ def _calibration_data(directory: Path, data: dict[str, Any], units: list[Unit],
         return {}
     if not any(u.segment for u in units):
         return {u.key: images for u in units}
-    from adn_edge.build.segment_calibration import SegmentCalibration, SegmentChain
+    from adn_edge.backends.tensorrt.segment_calibration import SegmentCalibration, SegmentChain
 
     chain = SegmentChain(directory, data["segments"]["parts"])
     return {u.key: SegmentCalibration(images, chain, u.segment) if u.segment else images for u in units}

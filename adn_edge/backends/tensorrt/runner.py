@@ -12,7 +12,7 @@ sub-networks costs a dictionary lookup.
 Segmented mode (``tensorrt-segmented``) runs the same machinery over the 2*S segment
 engines of ``adn-edge build --segments``: a sub-network is the chain of its S
 segment engines launched back to back on the stream, feature maps handed over in
-two device buffers (:mod:`~adn_edge.runtime.engine_chain` decides who reads and
+two device buffers (:mod:`~adn_edge.backends.tensorrt.chain` decides who reads and
 writes what). TensorRT engines embed their weights, so 16 monolithic ResNet50-ADN
 engines hold 16 copies of them; the 8 segment engines hold each about once. The
 price is a graph boundary per stage: no layer fusion across it and S launches per
@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,21 +39,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adn_edge.errors import AdnError
-from adn_edge.runtime.backend import Backend, read_verified, register_backend
-from adn_edge.runtime.cuda_layer import CaptureFailed, CudaError
-from adn_edge.runtime.engine_chain import INPUT, LOGITS, Layout, Link, monolithic_layout, segmented_layout
+from adn_edge.modeldir.manifest import read_verified
+from adn_edge.runtime.backend import Backend, register_backend
+from adn_edge.backends.cuda import CaptureFailed, CudaError
+from adn_edge.backends.tensorrt.chain import INPUT, LOGITS, Layout, Link, monolithic_layout, segmented_layout
 
 log = logging.getLogger("adn_edge.runtime")
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-    from adn_edge.build.plan import Environment
-    from adn_edge.runtime.cuda_layer import CudaApi, DeviceBuffer, Event, Graph, HostBuffer, Stream
+    from adn_edge.backends.tensorrt.plan import Environment
+    from adn_edge.backends.cuda import CudaApi, DeviceBuffer, Event, Graph, HostBuffer, Stream
 
 
 def _available() -> str | None:
-    from adn_edge.build.trt_env import unavailable_reason
+    from adn_edge.backends.tensorrt.env import unavailable_reason
 
     return unavailable_reason()
 
@@ -133,8 +134,8 @@ class TensorRTBackend(Backend):
         **options: Any,
     ) -> None:
         super().__init__(directory, manifest, codes, **options)
-        from adn_edge.build import trt_env
-        from adn_edge.runtime.cuda_layer import open_cuda
+        from adn_edge.backends.tensorrt import env as trt_env
+        from adn_edge.backends.cuda import open_cuda
 
         trt_env.import_tensorrt()  # AdnError with install instructions when absent
         self._lock = threading.Lock()
@@ -160,6 +161,15 @@ class TensorRTBackend(Backend):
             self.close()
             raise
 
+    @classmethod
+    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
+        if device == "cpu":
+            return "TensorRT runs on NVIDIA GPUs only"
+        subnets = (manifest or {}).get("subnets") or {}
+        if manifest is not None and not any(e.get("engines") for e in subnets.values()):
+            return f"no engine is built (`{cls.build_command}`)"
+        return None
+
     def _layout(self, precision: str | None) -> Layout:
         return monolithic_layout(self.manifest, self.codes, precision)
 
@@ -168,7 +178,7 @@ class TensorRTBackend(Backend):
     def _open(self, cuda_graphs: bool, graph_batch: int) -> None:
         import tensorrt as trt
 
-        from adn_edge.build.plan import Environment, check_engine_compatible
+        from adn_edge.backends.tensorrt.plan import Environment, check_engine_compatible
 
         major, minor = self._cuda.compute_capability()
         env = Environment(str(trt.__version__), self._cuda.device_name(), f"{major}.{minor}")
@@ -449,6 +459,15 @@ class TensorRTSegmentedBackend(TensorRTBackend):
 
     def _layout(self, precision: str | None) -> Layout:
         return segmented_layout(self.manifest, self.codes, precision)
+
+    @classmethod
+    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
+        if device == "cpu":
+            return "TensorRT runs on NVIDIA GPUs only"
+        parts = ((manifest or {}).get("segments") or {}).get("parts") or []
+        if manifest is not None and not any(any((p.get("engines") or {}).values()) for p in parts):
+            return f"no segment engine is built (`{cls.build_command}`)"
+        return None
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -3,7 +3,7 @@
 The model directory holds real ONNX graphs (built with ``onnx.helper``, two
 sub-networks of a 2-stage "tiny" model) and a real manifest, so everything except
 TensorRT itself runs for real. The fake toolchain stands in for
-:class:`adn_edge.build.trt_builder.TrtToolchain` and returns the hand-written
+:class:`adn_edge.backends.tensorrt.builder.TrtToolchain` and returns the hand-written
 inspector JSON of ``data/`` (the format TensorRT 10 documents).
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from adn_edge import manifest
-from adn_edge.build.calibration import CalibrationPlan
-from adn_edge.build.options import BuildOptions, ProfileShapes
-from adn_edge.build.plan import BuiltEngine, Environment, Job
+from adn_edge.modeldir import manifest
+from adn_edge.backends.tensorrt.calibration import CalibrationPlan
+from adn_edge.backends.tensorrt.options import BuildOptions, ProfileShapes
+from adn_edge.backends.tensorrt.plan import BuiltEngine, Environment, Job
 from adn_edge.fileio import write_bytes
 
 DATA = Path(__file__).parent / "data"

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from adn_edge.build.options import PRECISIONS, BuildOptions
+from adn_edge.backends.tensorrt.options import PRECISIONS, BuildOptions
 from adn_edge.errors import EXIT_FAILURE, AdnError, AdnFailure
-from adn_edge.manifest import SEGMENT_KINDS, segments_record
+from adn_edge.modeldir.manifest import SEGMENT_KINDS, segments_record
 from adn_edge.fileio import sha256_file
 
 
