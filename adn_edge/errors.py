@@ -43,3 +43,20 @@ class AdnFailure(Exception):
 class ParityError(AdnFailure):
     """An exported graph disagrees with PyTorch beyond tolerance (our bug or a broken
     toolchain, not the user's input); the graph is not written."""
+
+
+class BuildFailure(AdnFailure):
+    """TensorRT could not build, or built something we refuse to publish (exit 1).
+
+    Not an :class:`AdnError`: the user's input was valid; the toolchain or the GPU
+    disagreed. The message still says what happened in one paragraph.
+    """
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str) -> None:
+        self.message = message.strip()
+        super().__init__(self.message)
+
+    def paragraph(self) -> str:
+        return self.message

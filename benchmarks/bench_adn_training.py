@@ -30,7 +30,6 @@ Writes ``benchmarks/results/adn_training_<dataset>[_quick].json`` and prints the
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from adn_edge.errors import AdnError
 from adn_edge.fileio import write_json, write_text
+from adn_edge.modeldir.names import bench_name
 
 if TYPE_CHECKING:
     from adn_edge.bench.stats import LatencyStats
@@ -101,23 +102,11 @@ def make_report(*, device: Mapping[str, Any], backend: str, batch: int, power: M
     return report
 
 
-def bench_filename(kind: str, segmented: bool = False, precision: str | None = None) -> str:
-    """``bench-<kind>.json`` for the backend's default precision, ``bench-<kind>-<precision>.json``
-    when one was asked for (``--precision int8``), and ``-segmented`` for a segmented run.
-
-    Runs of other graphs must not overwrite each other: an INT8 bench replacing the
-    FP16 report would make a switcher running FP16 engines budget with INT8 latencies.
-    Policies match reports by their content (:func:`adn_edge.runtime.policies.find_bench`),
-    the name only keeps them apart.
-    """
-    return f"bench-{kind}{'-' + precision if precision else ''}{'-segmented' if segmented else ''}.json"
-
-
 def report_filename(report: Mapping[str, Any]) -> str:
-    """The file a report is written to (:func:`bench_filename` of its device, mode and the
+    """The file a report is written to (:func:`adn_edge.modeldir.names.bench_name` of its device, mode and the
     precision its run asked for)."""
     asked = (report.get("settings") or {}).get("precision")
-    return bench_filename(report["device"]["kind"], bool(report.get("segmented")), asked)
+    return bench_name(report["device"]["kind"], bool(report.get("segmented")), asked)
 
 
 def write_report(report: Mapping[str, Any], directory: str | os.PathLike[str]) -> Path:

@@ -29,6 +29,7 @@ from adn_edge.flops import arch_costs
 from adn_edge.materialize import Folder, materialize, stable_names
 from adn_edge.models.base import ADNModel
 from adn_edge.models.registry import get_spec
+from adn_edge.modeldir.names import onnx_name
 
 Iterate = Callable[[Sequence[str], str], Iterable[str]]
 
@@ -78,10 +79,6 @@ def fp16_twin(graph: onnx.ModelProto) -> onnx.ModelProto:
 
 def default_out_dir(arch: str) -> Path:
     return Path("engines") / arch
-
-
-def onnx_name(arch: str, code: str, variant: str = "") -> str:
-    return f"{arch}_{code}{variant}.onnx"
 
 
 class Exporter:

@@ -65,6 +65,7 @@ from adn_edge.export.parity import compare, reference_logits
 from adn_edge.fileio import write_bytes
 from adn_edge.materialize import stable_names
 from adn_edge.models.base import ADNModel
+from adn_edge.modeldir.names import segment_file
 
 SCHEMA = 1
 KINDS = manifest.SEGMENT_KINDS
@@ -78,10 +79,6 @@ _WHY_NOT_RECALIBRATED = (
 _RECALIBRATION_FIX = (
     "Export the segments without --recalibrate into another directory (`adn-edge export CHECKPOINT --segments "
     "--out OTHER_DIR`), or use the recalibrated monolithic graphs (leave --segments out).")
-
-
-def segment_file(arch: str, index: int, kind: str, variant: str = "") -> str:
-    return f"{arch}_seg{index}_{kind}{variant}.onnx"
 
 
 def io_names(index: int, count: int) -> tuple[str, str]:

@@ -57,6 +57,7 @@ from onnx import numpy_helper
 from adn_edge.errors import AdnError, AdnFailure
 from adn_edge.fileio import read_json, write_text
 from adn_edge.quantize.defaults import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+from adn_edge.modeldir.names import RANGES_SUFFIX, ranges_cache_name
 
 ENTROPY_BINS = 512
 """Histogram bins for the entropy method (128 quantised bins). ONNX Runtime's default
@@ -76,7 +77,7 @@ QUANTIZED_OP_TYPES = frozenset({
     "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QuantizeWithOrder", "DequantizeWithOrder",
 })
 WEIGHTED_OP_TYPES = ("Conv", "Gemm", "MatMul", "ConvTranspose")
-CACHE_SUFFIX = "ranges.json"
+CACHE_SUFFIX = RANGES_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def _registry_ops() -> list[str]:
 
 
 def cache_name(arch: str, code: str, method: Method) -> str:
-    return f"{arch}_{code}.int8.{method.name}.{CACHE_SUFFIX}"
+    return ranges_cache_name(arch, code, method.name)
 
 
 def cache_key(graph_sha256: str, data_fingerprint: str, method: Method, samples: int) -> str:

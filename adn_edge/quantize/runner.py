@@ -40,6 +40,7 @@ from adn_edge.fileio import ensure_writable_dir, sha256_file, write_bytes
 from adn_edge.quantize import accuracy as acc_mod
 from adn_edge.quantize import defaults, qdq
 from adn_edge.quantize.calibration import CalibrationData
+from adn_edge.modeldir.names import int8_name
 
 Iterate = Callable[[Sequence[str], str], Iterable[str]]
 Log = Callable[[str], None]
@@ -47,11 +48,6 @@ FILE_KEY = "onnx_int8"
 CALIB_BATCH = 8
 PARITY_SAMPLES = 64
 """Calibration images the logit error is measured on when there is no evaluation data."""
-
-
-def int8_name(arch: str, code: str) -> str:
-    """CONTRACTS.md section 3 naming, INT8 variant: ``<arch>_<code>.int8.onnx``."""
-    return f"{arch}_{code}.int8.onnx"
 
 
 @dataclass

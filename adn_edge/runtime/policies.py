@@ -34,7 +34,6 @@ instead): a robot must still get an answer.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from adn_edge import subnet
-from adn_edge.bench.report import bench_filename
+from adn_edge.modeldir.names import bench_name
 from adn_edge.errors import AdnError
 from adn_edge.fileio import read_json
 from adn_edge.modeldir.pareto import LATENCY_STAT, LATENCY_STATS, latency, pareto_front
@@ -104,7 +103,7 @@ def find_bench(directory: Path, device: str | None = None, backend: str | None =
                 return _newest(same)
     if device is not None:
         have = ", ".join(sorted(q.name for q in directory.glob(BENCH_GLOB))) or "none"
-        names = " or ".join([bench_filename(device, True), bench_filename(device)] if seg else [bench_filename(device)])
+        names = " or ".join([bench_name(device, True), bench_name(device)] if seg else [bench_name(device)])
         raise AdnError(f"{str(directory)!r} has no {names} (benchmark reports there: {have}).",
                        f"Create it with `adn-edge bench {directory} --device {device}{' --segmented' if seg else ''}`.")
     return None

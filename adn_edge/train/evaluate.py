@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 from adn_edge import subnet
 from adn_edge.errors import AdnError
 from adn_edge.fileio import read_json, write_json
+from adn_edge.modeldir.names import eval_name
 
-EVAL_FILENAME = "eval.json"
 SCHEMA = 1
 Iterate = Callable[[Sequence[Any], str], Iterable[Any]]
 
@@ -244,7 +244,7 @@ def eval_path(model_dir: str | os.PathLike[str], variant: str = "") -> Path:
     """``eval.json``, or ``eval-<variant>.json`` (``eval-int8-segmented.json``) for a run
     of other graphs than the default ones: policies read ``eval.json`` first, so an
     evaluation of INT8 engines is kept beside the default accuracies, not over them."""
-    return Path(model_dir) / (f"eval-{variant}.json" if variant else EVAL_FILENAME)
+    return Path(model_dir) / eval_name(variant)
 
 
 def write_eval(model_dir: str | os.PathLike[str], result: EvalResult, merge: bool = True, variant: str = "") -> Path:

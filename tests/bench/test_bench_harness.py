@@ -116,11 +116,11 @@ def test_a_bench_at_another_precision_is_reported_apart(model_dir, tmp_path) -> 
     precision that ran, so an INT8 run never replaces the default one."""
     import shutil
 
-    from adn_edge.bench.report import bench_filename
+    from adn_edge.modeldir.names import bench_name
 
     model_dir = shutil.copytree(model_dir, tmp_path / "d")
-    assert bench_filename("orin", False, "int8") == "bench-orin-int8.json"
-    assert bench_filename("orin", True, "fp16") == "bench-orin-fp16-segmented.json"
+    assert bench_name("orin", False, "int8") == "bench-orin-int8.json"
+    assert bench_name("orin", True, "fp16") == "bench-orin-fp16-segmented.json"
     opts = dict(subnets=["1111"], iterations=5, warmup_iters=1, warmup_s=0)
     default = run_bench(model_dir, BenchOptions(**opts))
     asked = run_bench(model_dir, BenchOptions(precision="fp32", **opts))

@@ -213,21 +213,24 @@ def test_tensorrt_builds_int8_from_the_qdq_graph(quantized, tmp_path: Path, trt:
     """`adn-edge build --precision int8` plans from onnx_int8 on TensorRT 10.x and 11.x, also when
     a leftover implicit-calibration cache is present (only --calib overrides it on 10.x)."""
     from adn_edge.backends.tensorrt.options import BuildOptions
-    from adn_edge.backends.tensorrt.plan import Environment, calibration_cache_filename, plan_builds
+    from adn_edge.backends.tensorrt.plan import plan_unit_builds
+    from adn_edge.backends.tensorrt.units import subnet_units
+    from adn_edge.backends.tensorrt.env import Environment
+    from adn_edge.modeldir.names import calibration_cache_name
 
     d, _ = quantized
     m = manifest.load(d)
     env = Environment(trt, "Orin", "8.7")
     opts = BuildOptions(precision=precision)
-    jobs = plan_builds(d, m, QUANTIZED, opts, env, calibrate=False)
+    jobs = plan_unit_builds(d, str(m["arch"]), subnet_units(m, QUANTIZED), opts, env, calibrate=False)
     assert [j.source.key for j in jobs] == ["onnx_int8"] * 2
     assert all(j.source_record["sha256"] == m["subnets"][j.code]["files"]["onnx_int8"]["sha256"] for j in jobs)
-    (d / calibration_cache_filename("resnet_tiny", "1111")).write_bytes(b"stale")
+    (d / calibration_cache_name("resnet_tiny", "1111")).write_bytes(b"stale")
     try:
-        jobs = plan_builds(d, m, ["1111"], opts, env, calibrate=False)
+        jobs = plan_unit_builds(d, str(m["arch"]), subnet_units(m, ["1111"]), opts, env, calibrate=False)
         assert jobs[0].source.key == "onnx_int8" and not jobs[0].source.calibrate
     finally:
-        (d / calibration_cache_filename("resnet_tiny", "1111")).unlink()
+        (d / calibration_cache_name("resnet_tiny", "1111")).unlink()
 
 
 @pytest.mark.parametrize("method", qdq.METHODS)

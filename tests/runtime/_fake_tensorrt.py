@@ -30,14 +30,15 @@ from typing import Any
 import numpy as np
 
 from adn_edge.backends.tensorrt.options import BuildOptions, ProfileShapes
-from adn_edge.backends.tensorrt.plan import BuiltEngine, Environment, Job
+from adn_edge.backends.tensorrt.plan import BuiltEngine, Job
+from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.backends.cuda import CaptureFailed, CudaError, DeviceBuffer, Event, Graph, HostBuffer, Stream
 
 MAGIC = b"FAKETRT1"
 VERSION = "10.3.0"
 GPU, CC = "Orin (nvgpu)", (8, 7)
 ENV = Environment(VERSION, GPU, f"{CC[0]}.{CC[1]}")
-INSPECTOR = Path(__file__).resolve().parents[1] / "tensorrt" / "data"
+INSPECTOR = Path(__file__).resolve().parents[1] / "backends" / "tensorrt" / "data"
 ACTIVATION_BYTES = 4096
 
 

@@ -7,7 +7,7 @@ memory is host memory). So these tests check everything except TensorRT itself:
 the build plan and manifest records, which engine runs for which code, the buffer
 hand-over between segments, batch handling, CUDA-graph capture, and the refusals on
 open. Logits are compared with the PyTorch ADN forward (relative error <= 1e-4).
-``tests/tensorrt/test_build_tensorrt_gpu.py`` runs the real thing where TensorRT is.
+``tests/backends/tensorrt/test_build_tensorrt_gpu.py`` runs the real thing where TensorRT is.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from adn_edge.modeldir import manifest
 from adn_edge.backends.tensorrt.build import build_directory
-from adn_edge.backends.tensorrt.plan import Environment
+from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.errors import AdnError
 from adn_edge.runtime import EngineSwitcher
 from adn_edge.backends.tensorrt.chain import monolithic_layout, segmented_layout

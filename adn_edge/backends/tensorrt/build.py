@@ -29,10 +29,11 @@ from adn_edge.backends.tensorrt.calibration import CalibrationData, CalibrationP
 from adn_edge.backends.tensorrt.options import (
     DEFAULT_WORKSPACE_MB, PRECISIONS, BuildOptions, ProfileShapes, make_options, profile_shapes, static_batch,
 )
-from adn_edge.backends.tensorrt.plan import (
-    BuildFailure, BuiltEngine, Environment, Job, Unit, engine_record, plan_unit_builds, reuse_calibration_cache,
-    segment_units, subnet_units, timing_cache_filename,
-)
+from adn_edge.backends.tensorrt.plan import BuiltEngine, Job, engine_record, plan_unit_builds, reuse_calibration_cache
+from adn_edge.errors import BuildFailure
+from adn_edge.backends.tensorrt.env import Environment
+from adn_edge.backends.tensorrt.units import Unit, segment_units, subnet_units
+from adn_edge.modeldir.names import timing_cache_name
 from adn_edge.backends.tensorrt.precision import PrecisionMismatch, summarize, verify
 from adn_edge.backends.tensorrt.precision import label as precision_label
 from adn_edge.errors import AdnError
@@ -157,7 +158,7 @@ def build_directory(
                 emit("warning", 0, None, w)
         else:
             emit("warning", 0, None, f"--calib is only used for int8/best engines; ignored for {options.precision}.")
-    cache_path = Path(timing_cache) if timing_cache is not None else directory / timing_cache_filename(data["arch"])
+    cache_path = Path(timing_cache) if timing_cache is not None else directory / timing_cache_name(data["arch"])
     if cache_path.is_dir():
         raise AdnError(f"--timing-cache {str(cache_path)!r} is a directory; give a file name.")
 

@@ -26,7 +26,9 @@ import numpy as np
 from adn_edge.backends.tensorrt import env as trt_env
 from adn_edge.backends.tensorrt.calibration import CalibrationData, CalibrationPlan
 from adn_edge.backends.tensorrt.options import BuildOptions, ProfileShapes
-from adn_edge.backends.tensorrt.plan import BuildFailure, BuiltEngine, Environment, Job
+from adn_edge.backends.tensorrt.plan import BuiltEngine, Job
+from adn_edge.errors import BuildFailure
+from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.errors import AdnError
 from adn_edge.fileio import write_bytes
 from adn_edge.backends.cuda import CudaApi, DeviceBuffer, Stream, open_cuda

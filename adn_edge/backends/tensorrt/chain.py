@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from adn_edge.backends.tensorrt.options import sample_dims
-from adn_edge.backends.tensorrt.plan import choose_precision, engine_for, pick_precision, segment_key, segment_what
+from adn_edge.backends.tensorrt.engines import choose_precision, engine_for, pick_precision
+from adn_edge.modeldir.names import segment_key
+from adn_edge.backends.tensorrt.units import segment_what
 from adn_edge.errors import AdnError
 from adn_edge.modeldir.manifest import SEGMENT_KINDS
 

@@ -10,10 +10,35 @@ fix is on their side).
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
 
-from adn_edge.backends.tensorrt.plan import Environment, tensorrt_major
 from adn_edge.errors import AdnError
+
+@dataclass(frozen=True)
+class Environment:
+    """The TensorRT version and GPU that engines are built for (or loaded on)."""
+
+    tensorrt_version: str
+    gpu: str
+    compute_capability: str
+
+    @property
+    def trt_major(self) -> int:
+        return tensorrt_major(self.tensorrt_version)
+
+    def as_record(self) -> dict[str, str]:
+        return {"tensorrt_version": self.tensorrt_version, "gpu": self.gpu,
+                "compute_capability": self.compute_capability}
+
+
+def tensorrt_major(version: str) -> int:
+    head = str(version).split(".", 1)[0]
+    try:
+        return int(head)
+    except ValueError:
+        raise AdnError(f"Cannot read the TensorRT version {version!r}.") from None
+
 
 MIN_MAJOR = 10
 

@@ -11,72 +11,17 @@ All plain Python; the TensorRT-facing code only executes the jobs.
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.backends.tensorrt.options import PRECISIONS, BuildOptions
-from adn_edge.errors import EXIT_FAILURE, AdnError, AdnFailure
-from adn_edge.modeldir.manifest import SEGMENT_KINDS, segments_record
+from adn_edge.backends.tensorrt.units import Unit
+from adn_edge.errors import AdnError
 from adn_edge.fileio import sha256_file
-
-
-class BuildFailure(AdnFailure):
-    """TensorRT could not build, or built something we refuse to publish (exit 1).
-
-    Not an :class:`AdnError`: the user's input was valid; the toolchain or the GPU
-    disagreed. The message still says what happened in one paragraph.
-    """
-
-    exit_code = EXIT_FAILURE
-
-    def __init__(self, message: str) -> None:
-        self.message = message.strip()
-        super().__init__(self.message)
-
-    def paragraph(self) -> str:
-        return self.message
-
-
-@dataclass(frozen=True)
-class Environment:
-    """The TensorRT version and GPU that engines are built for (or loaded on)."""
-
-    tensorrt_version: str
-    gpu: str
-    compute_capability: str
-
-    @property
-    def trt_major(self) -> int:
-        return tensorrt_major(self.tensorrt_version)
-
-    def as_record(self) -> dict[str, str]:
-        return {"tensorrt_version": self.tensorrt_version, "gpu": self.gpu,
-                "compute_capability": self.compute_capability}
-
-
-def tensorrt_major(version: str) -> int:
-    head = str(version).split(".", 1)[0]
-    try:
-        return int(head)
-    except ValueError:
-        raise AdnError(f"Cannot read the TensorRT version {version!r}.") from None
-
-
-def engine_filename(arch: str, code: str, precision: str) -> str:
-    """CONTRACTS.md section 3: ``<arch>_<code>.<precision>.engine``."""
-    return f"{arch}_{code}.{precision}.engine"
-
-
-def timing_cache_filename(arch: str) -> str:
-    return f"{arch}.timing.cache"
-
-
-def calibration_cache_filename(arch: str, code: str) -> str:
-    """One per sub-network: INT8 scales belong to one graph's tensors, and the
-    sub-networks differ in which tensors exist."""
-    return f"{arch}_{code}.int8.calib"
+from adn_edge.modeldir.names import calibration_cache_name, engine_name
 
 
 # --------------------------------------------------------------------------- source
@@ -238,90 +183,6 @@ def staleness(
     return None
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One graph that becomes one engine: a whole sub-network, or one form of one segment.
-
-    ``adn-edge build`` treats both the same way (pick the graph, compare with the
-    recorded engine, build, record); only where their records live in the manifest
-    and the shape of their input differ, and a Unit carries exactly that.
-    """
-
-    key: str
-    """``1010`` for a sub-network, ``seg2_skip`` for part 2's skip form: the engine is
-    ``<arch>_<key>.<precision>.engine``."""
-    what: str
-    """How messages name it: ``sub-network 1010``, ``segment 2 (skip)``."""
-    files: Mapping[str, Any]
-    """The unit's graphs by manifest key (``onnx``, ``onnx_fp16``, ``onnx_int8``)."""
-    engines: dict[str, Any]
-    """The manifest's live dict of this unit's engine records, by precision."""
-    input_spec: Mapping[str, Any]
-    """``{"name", "shape"}`` of the graph's one input, for the optimisation profile."""
-    segment: int | None = None
-
-
-def subnet_units(manifest: dict[str, Any], codes: Sequence[str]) -> list[Unit]:
-    """The units of whole sub-networks, in the order given."""
-    units = []
-    for code in codes:
-        entry = manifest["subnets"].get(code)
-        if entry is None:
-            have = ", ".join(sorted(manifest["subnets"], reverse=True)) or "none"
-            raise AdnError(f"Sub-network {code} is not in this model directory (it holds: {have}).",
-                           f"Export it first with `adn-edge export ... --subnet {code}`.")
-        units.append(Unit(code, f"sub-network {code}", entry.get("files") or {}, entry.setdefault("engines", {}),
-                          manifest["input"]))
-    return units
-
-
-def segment_key(index: int, kind: str) -> str:
-    return f"seg{index}_{kind}"
-
-
-def segment_what(key: str) -> str:
-    """How messages name a segment form: ``seg2_skip`` -> ``segment 2 (skip)``."""
-    index, kind = key.removeprefix("seg").split("_", 1)
-    return f"segment {index} ({kind})"
-
-
-def segment_units(manifest: dict[str, Any]) -> list[Unit]:
-    """The 2*S units of the segmented export (``adn-edge export --segments``): part k in
-    its full and skip forms. Their engines chain into every sub-network at run time.
-
-    Engine records live beside the graphs: ``segments.parts[k].engines[kind][precision]``.
-    """
-    seg = segments_record(manifest, " to build", " (or build the monolithic sub-networks: leave --segments out)")
-    units = []
-    for part in seg["parts"]:
-        k = int(part["index"])
-        engines = part.setdefault("engines", {})
-        for kind in SEGMENT_KINDS.values():
-            files = {"onnx": part["files"][kind]}
-            fp16 = (part.get("files_fp16") or {}).get(kind)
-            if fp16 is not None:
-                files["onnx_fp16"] = fp16
-            key = segment_key(k, kind)
-            units.append(Unit(key, segment_what(key), files, engines.setdefault(kind, {}),
-                              {"name": part["input"], "shape": part["input_shape"]}, segment=k))
-    return units
-
-
-def plan_builds(
-    directory: Path,
-    manifest: dict[str, Any],
-    codes: Sequence[str],
-    options: BuildOptions,
-    env: Environment,
-    calibrate: bool,
-    calibration_digest: str | None = None,
-    force: bool = False,
-) -> list[Job]:
-    """One job per sub-network code: build (with the reason) or skip (up to date)."""
-    return plan_unit_builds(directory, str(manifest["arch"]), subnet_units(manifest, codes), options, env,
-                            calibrate, calibration_digest, force)
-
-
 def plan_unit_builds(
     directory: Path,
     arch: str,
@@ -345,12 +206,12 @@ def plan_unit_builds(
         # graph: `adn-edge quantize`'s graph is the INT8 source unless --calib asks otherwise.
         can_calibrate = calibrate or (
             options.precision in ("int8", "best")
-            and (directory / calibration_cache_filename(arch, unit.key)).exists()
+            and (directory / calibration_cache_name(arch, unit.key)).exists()
             and "onnx" in files
             and "onnx_int8" not in files
         )
         source = select_source(files, options.precision, env.trt_major, can_calibrate, unit.key, unit)
-        name = engine_filename(arch, unit.key, options.precision)
+        name = engine_name(arch, unit.key, options.precision)
         existing = unit.engines.get(options.precision)
         reason = "forced (--force)" if force else staleness(
             existing, directory / name, source, files[source.key], options, env, digest if calibrate else None)
@@ -358,7 +219,7 @@ def plan_unit_builds(
             code=unit.key, precision=options.precision, engine=name, source=source,
             source_record=files[source.key], action="build" if reason else "skip",
             reason=reason or "up to date",
-            calibration_cache=calibration_cache_filename(arch, unit.key) if source.calibrate else None,
+            calibration_cache=calibration_cache_name(arch, unit.key) if source.calibrate else None,
             unit=unit,
         ))
     return jobs
@@ -410,78 +271,6 @@ def engine_record(
     if calibration is not None:
         rec["calibration"] = dict(calibration)
     return rec
-
-
-# --------------------------------------------------------------------------- runtime side
-
-
-def check_engine_compatible(record: Mapping[str, Any], env: Environment, code: str) -> None:
-    """Refuse an engine built for another TensorRT or GPU, before TensorRT sees it.
-
-    TensorRT itself rejects a plan from another version with a cryptic
-    deserialisation error, and may *accept* one from another GPU of similar compute
-    capability and run it with tactics tuned for a different chip.
-    """
-    name = record.get("path", f"the {code} engine")
-    built_trt = record.get("tensorrt_version")
-    if built_trt != env.tensorrt_version:
-        raise AdnError(
-            f"{name} was built with TensorRT {built_trt}, but this machine has TensorRT {env.tensorrt_version}; "
-            "TensorRT engines only load on the version that built them.",
-            "Rebuild on this device: `adn-edge build DIR` (engines are not portable; copy the ONNX directory "
-            "and build where you run).",
-        )
-    built_gpu, built_cc = record.get("gpu"), str(record.get("compute_capability"))
-    if built_cc != env.compute_capability or built_gpu != env.gpu:
-        raise AdnError(
-            f"{name} was built for {built_gpu} (compute capability {built_cc}), but this machine has "
-            f"{env.gpu} (compute capability {env.compute_capability}); engines are specific to the GPU they "
-            "were built on.",
-            "Rebuild on this device: `adn-edge build DIR`.",
-        )
-
-
-PRECISION_PREFERENCE = ("fp16", "best", "int8", "fp32")
-"""What ``precision=None`` opens: the usual Jetson choice first."""
-
-
-def choose_precision(manifest: Mapping[str, Any], codes: Sequence[str], precision: str | None) -> str:
-    """The engine precision to open for ``codes`` (all codes must have it)."""
-    tables = {code: (manifest["subnets"].get(code) or {}).get("engines") or {} for code in codes}
-    return pick_precision(tables, precision, "sub-network(s)",
-                          lambda p, first: f"`adn-edge build DIR --precision {p} --subnet {first}` (or --subnet all)")
-
-
-def pick_precision(tables: Mapping[str, Mapping[str, Any]], precision: str | None, noun: str,
-                   build_cmd: Callable[[str, str], str]) -> str:
-    """``precision`` if every table (engine records by precision, one per unit) has it,
-    else an error naming the units that lack it; None picks by :data:`PRECISION_PREFERENCE`."""
-    names = list(tables)
-    if precision is not None:
-        p = str(precision).lower()
-        if p not in PRECISIONS:
-            raise AdnError(f"{precision!r} is not an engine precision ({', '.join(PRECISIONS)}).")
-        missing = [n for n in names if p not in tables[n]]
-        if missing:
-            raise AdnError(f"No {p} TensorRT engine for {noun + ' ' if noun else ''}{', '.join(missing)} in this "
-                           "model directory.", f"Build them with {build_cmd(p, missing[0])}.")
-        return p
-    for p in PRECISION_PREFERENCE:
-        if all(p in tables[n] for n in names):
-            return p
-    raise AdnError(f"No TensorRT engine precision is built for all of {', '.join(names)}.",
-                   f"Build engines with {build_cmd('fp16', names[0] if names else 'all')}.")
-
-
-def engine_for(manifest: Mapping[str, Any], code: str, precision: str) -> Mapping[str, Any]:
-    entry = manifest["subnets"].get(code)
-    if entry is None:
-        raise AdnError(f"Sub-network {code} is not in this model directory.")
-    rec = (entry.get("engines") or {}).get(precision)
-    if rec is None:
-        raise AdnError(f"Sub-network {code} has no {precision} engine.",
-                       f"Build it with `adn-edge build DIR --precision {precision} --subnet {code}`.")
-    return cast("Mapping[str, Any]", rec)
 
 
 @dataclass(frozen=True)

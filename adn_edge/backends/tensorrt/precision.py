@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adn_edge.backends.tensorrt.plan import BuildFailure
+from adn_edge.errors import BuildFailure
 
 FP32, FP16, BF16, INT8, FP8, INT32, INT64, BOOL, UINT8, UNKNOWN = (
     "FP32", "FP16", "BF16", "INT8", "FP8", "INT32", "INT64", "BOOL", "UINT8", "unknown")

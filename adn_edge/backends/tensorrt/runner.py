@@ -49,7 +49,7 @@ log = logging.getLogger("adn_edge.runtime")
 if TYPE_CHECKING:
     import tensorrt as trt
 
-    from adn_edge.backends.tensorrt.plan import Environment
+    from adn_edge.backends.tensorrt.env import Environment
     from adn_edge.backends.cuda import CudaApi, DeviceBuffer, Event, Graph, HostBuffer, Stream
 
 
@@ -178,7 +178,8 @@ class TensorRTBackend(Backend):
     def _open(self, cuda_graphs: bool, graph_batch: int) -> None:
         import tensorrt as trt
 
-        from adn_edge.backends.tensorrt.plan import Environment, check_engine_compatible
+        from adn_edge.backends.tensorrt.env import Environment
+        from adn_edge.backends.tensorrt.engines import check_engine_compatible
 
         major, minor = self._cuda.compute_capability()
         env = Environment(str(trt.__version__), self._cuda.device_name(), f"{major}.{minor}")

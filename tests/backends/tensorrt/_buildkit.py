@@ -19,7 +19,8 @@ import numpy as np
 from adn_edge.modeldir import manifest
 from adn_edge.backends.tensorrt.calibration import CalibrationPlan
 from adn_edge.backends.tensorrt.options import BuildOptions, ProfileShapes
-from adn_edge.backends.tensorrt.plan import BuiltEngine, Environment, Job
+from adn_edge.backends.tensorrt.plan import BuiltEngine, Job
+from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.fileio import write_bytes
 
 DATA = Path(__file__).parent / "data"

@@ -14,7 +14,7 @@ from _buildkit import FakeToolchain, inspector
 import adn_edge.backends.tensorrt.build as build_pkg
 from adn_edge.cli.app import main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -11,7 +11,7 @@ from _buildkit import FakeToolchain, inspector, make_model_dir, tiny_onnx, write
 
 from adn_edge.modeldir import manifest
 from adn_edge.backends.tensorrt.build import BuildEvent, PrecisionMismatch, build_directory, resolve_codes
-from adn_edge.backends.tensorrt.plan import Environment
+from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.errors import AdnError
 from adn_edge.fileio import sha256_file, write_bytes
 

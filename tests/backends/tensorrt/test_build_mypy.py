@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TYPINGS = REPO / "typings"
 TRT_MODULES = ["adn_edge/backends/tensorrt", "adn_edge/backends/cuda", "adn_edge/cli/build.py"]
 

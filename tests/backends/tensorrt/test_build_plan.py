@@ -9,10 +9,12 @@ import pytest
 from adn_edge.modeldir import manifest
 from adn_edge.backends.tensorrt.options import make_options
 from adn_edge.backends.tensorrt.plan import (
-    PRECISION_SUPPORT, Environment, Source, calibration_cache_filename, check_engine_compatible, choose_precision,
-    engine_filename, engine_for, plan_builds, reuse_calibration_cache, select_source, staleness, tensorrt_major,
-    timing_cache_filename,
+    PRECISION_SUPPORT, Source, plan_unit_builds, reuse_calibration_cache, select_source, staleness,
 )
+from adn_edge.backends.tensorrt.units import subnet_units
+from adn_edge.backends.tensorrt.env import Environment, tensorrt_major
+from adn_edge.modeldir.names import calibration_cache_name, engine_name, timing_cache_name
+from adn_edge.backends.tensorrt.engines import check_engine_compatible, choose_precision, engine_for
 from adn_edge.errors import AdnError
 from adn_edge.fileio import sha256_file, write_bytes
 
@@ -23,9 +25,9 @@ ALL = {**F32, "onnx_fp16": {"path": "m.fp16.onnx", "sha256": "b"}, "onnx_int8": 
 
 
 def test_names_follow_the_contract() -> None:
-    assert engine_filename("resnet50", "1010", "fp16") == "resnet50_1010.fp16.engine"
-    assert timing_cache_filename("resnet50") == "resnet50.timing.cache"
-    assert calibration_cache_filename("resnet50", "0101") == "resnet50_0101.int8.calib"
+    assert engine_name("resnet50", "1010", "fp16") == "resnet50_1010.fp16.engine"
+    assert timing_cache_name("resnet50") == "resnet50.timing.cache"
+    assert calibration_cache_name("resnet50", "0101") == "resnet50_0101.int8.calib"
 
 
 def test_major_version() -> None:
@@ -144,15 +146,15 @@ def test_calibration_cache_reuse(tmp_path: Path) -> None:
 def test_plan_builds_over_a_model_dir(model_dir: Path) -> None:
     data = manifest.load(model_dir)
     opts = make_options(data["input"], "fp16")
-    jobs = plan_builds(model_dir, data, ["11", "01"], opts, ENV, calibrate=False)
+    jobs = plan_unit_builds(model_dir, str(data["arch"]), subnet_units(data, ["11", "01"]), opts, ENV, calibrate=False)
     assert [(j.code, j.action, j.engine, j.reason) for j in jobs] == [
         ("11", "build", "tiny_11.fp16.engine", "not built yet"),
         ("01", "build", "tiny_01.fp16.engine", "not built yet"),
     ]
-    forced = plan_builds(model_dir, data, ["11"], opts, ENV, calibrate=False, force=True)
+    forced = plan_unit_builds(model_dir, str(data["arch"]), subnet_units(data, ["11"]), opts, ENV, calibrate=False, force=True)
     assert forced[0].reason == "forced (--force)"
     with pytest.raises(AdnError, match="not in this model directory"):
-        plan_builds(model_dir, data, ["00"], opts, ENV, calibrate=False)
+        plan_unit_builds(model_dir, str(data["arch"]), subnet_units(data, ["00"]), opts, ENV, calibrate=False)
 
 
 # ------------------------------------------------------------------ runtime side

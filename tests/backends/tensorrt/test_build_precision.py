@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adn_edge.backends.tensorrt.plan import BuildFailure
+from adn_edge.errors import BuildFailure
 from adn_edge.backends.tensorrt.precision import (
     FP16, FP32, INT8, UNKNOWN, PrecisionMismatch, label, summarize, tensor_precision, verify,
 )

@@ -15,7 +15,7 @@ import pytest
 import adn_edge.backends.cuda as cl
 from adn_edge.errors import AdnError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 BLOCKER = textwrap.dedent("""
     import sys
@@ -189,3 +189,12 @@ def test_cuda_python_layer_on_a_fake_runtime(monkeypatch: pytest.MonkeyPatch) ->
     api.free(dev)  # idempotent
     api.free_pinned(host)
     api.destroy_stream(stream)
+
+
+def test_no_test_folder_shadows_an_inference_library() -> None:
+    """pytest puts test folders without __init__.py on sys.path (rootdir 'prepend' mode):
+    a folder named like a real package (tests/tensorrt) would shadow TensorRT itself and
+    make every GPU test skip with a wrong reason. Keep such folders nested (tests/backends/)."""
+    shadowing = {"tensorrt", "onnxruntime", "torch", "onnx", "pycuda", "cuda", "numpy", "adn_edge"}
+    tests = REPO / "tests"
+    assert not [p.name for p in tests.iterdir() if p.is_dir() and p.name in shadowing]

@@ -2,7 +2,7 @@
 
 Skipped (with the reason) wherever TensorRT, a CUDA binding or a GPU is missing,
 which is every CI machine; run on a Jetson or a GPU workstation with
-``python -m pytest tests/tensorrt -m tensorrt``. Tolerances (relative to the largest
+``python -m pytest tests/backends/tensorrt -m tensorrt``. Tolerances (relative to the largest
 reference logit): FP32 <= 1e-3, FP16 <= 1e-2.
 """
 
