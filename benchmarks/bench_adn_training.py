@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import tempfile
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="adn_bench_"))
-    prep = data_mod.Preprocess.for_arch(args.arch, args.input_size)
+    prep = data_mod.preprocess_for_arch(args.arch, args.input_size)
     test = data_mod.load_builtin(args.dataset, "test", prep)
     S = 4
     costs = arch_costs(args.arch, test.num_classes, args.input_size)

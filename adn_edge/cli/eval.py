@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
             from adn_edge.export.exporter import default_out_dir
 
             model, ckpt = ckpt_mod.load(target, arch=arch, weights=weights)
-            prep = data_mod.Preprocess.for_checkpoint(model.arch, ckpt.header)
+            prep = data_mod.preprocess_for_checkpoint(model.arch, ckpt.header)
             dataset = data_mod.load_data(data, "test", prep)
             batches = None
             if recalibrate:

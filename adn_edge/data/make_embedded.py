@@ -36,7 +36,7 @@ def build(run_dir: Path, command: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     src = run_dir / "model.safetensors"
     model, ck = checkpoint.load(src, arch=EMBEDDED_ARCH)
-    prep = data_mod.Preprocess.for_checkpoint(EMBEDDED_ARCH, ck.header)
+    prep = data_mod.preprocess_for_checkpoint(EMBEDDED_ARCH, ck.header)
     test = data_mod.load_builtin("digits", "test", prep)
     train = data_mod.load_builtin("digits", "train", prep)
     raw = evaluate_model(model, test, "all")

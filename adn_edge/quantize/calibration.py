@@ -92,15 +92,15 @@ class CalibrationData:
 
     @classmethod
     def _open_builtin(cls, name: str, manifest: Mapping[str, Any], samples: int) -> CalibrationData:
-        from adn_edge.train.data import Preprocess, _raw_builtin, builtin_split_indices
+        from adn_edge.modeldir.preprocess import Preprocess
+        from adn_edge.train.data import _raw_builtin, builtin_split_indices
 
         inp = manifest["input"]
         size = inp["shape"][-1]
         if not isinstance(size, int):
             raise AdnError(f"The manifest's input shape {inp['shape']!r} has no fixed image size to calibrate at.",
                            "Re-export the model directory.")
-        prep = Preprocess(int(size), tuple(float(v) for v in inp["mean"]),  # type: ignore[arg-type]
-                          tuple(float(v) for v in inp["std"]))  # type: ignore[arg-type]
+        prep = Preprocess.square(int(size), inp["mean"], inp["std"])
         _raw_builtin(name)  # fails early (and clearly) when the dataset's package is missing
         train_idx, _ = builtin_split_indices(name)
         chosen = train_idx[_choose(len(train_idx), samples)]
@@ -114,7 +114,7 @@ class CalibrationData:
 
     @classmethod
     def _open_folder(cls, folder: Path, manifest: Mapping[str, Any], samples: int) -> CalibrationData:
-        from adn_edge.backends.tensorrt.calibration import Preprocess, list_images
+        from adn_edge.modeldir.preprocess import Preprocess, list_images
 
         if folder.is_dir() and not os.access(folder, os.R_OK | os.X_OK):
             raise AdnError(f"The calibration folder {str(folder)!r} cannot be read (permission denied).",
@@ -187,15 +187,15 @@ class CalibrationData:
             if self.kind == "builtin":
                 import torch
 
-                from adn_edge.train.data import _raw_builtin
+                from adn_edge.train.data import _raw_builtin, normalise
 
                 assert self._builtin is not None
                 name, (prep, chosen) = self._builtin
                 images, _ = _raw_builtin(name)
-                x = prep.normalise(torch.from_numpy(images[chosen]).unsqueeze(1))
+                x = normalise(prep, torch.from_numpy(images[chosen]).unsqueeze(1))
                 self._array = np.ascontiguousarray(x.numpy(), dtype=np.float32)
             else:
-                from adn_edge.backends.tensorrt.calibration import load_image
+                from adn_edge.modeldir.preprocess import load_image
 
                 self._array = np.stack([load_image(p, self._folder_prep) for p in self._paths]).astype(
                     np.float32, copy=False)

@@ -28,7 +28,6 @@ import gzip
 import importlib.util
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -39,58 +38,50 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from adn_edge.errors import AdnError
+from adn_edge.modeldir.preprocess import IMAGE_SUFFIXES, Preprocess
 
 BUILTIN_DEFAULT = "digits"
 BUILTIN_NAMES = ("digits", "mnist")
 SPLIT_SEED = 0
 TEST_FRACTION = {"digits": 0.2, "mnist": 0.2}
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SPLIT_DIRS = {"train": ("train", "training"), "test": ("val", "test", "validation", "valid")}
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """How raw images become model input: the architecture's input size and normalisation."""
+def preprocess_for_arch(arch: str, input_size: int | None = None) -> Preprocess:
+    """The registry's evaluation recipe of ``arch`` (its mean/std, resize and filter)."""
+    from adn_edge.models import get_spec
 
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize: int | None = None
-    """Image files: shorter side resized to this, then centre-cropped to ``input_size``
-    (the official evaluation recipe: 256 -> 224); None: no crop margin."""
-    interpolation: str = "bilinear"
-    """Resampling of that resize (``bicubic`` for Swin-T, as officially evaluated)."""
+    spec = get_spec(arch)
+    size = input_size or spec.input_size
+    return Preprocess.square(size, spec.mean, spec.std, spec.eval_resize(size), spec.interpolation)
 
-    @classmethod
-    def for_arch(cls, arch: str, input_size: int | None = None) -> Preprocess:
-        from adn_edge.models import get_spec
 
-        spec = get_spec(arch)
-        size = input_size or spec.input_size
-        return cls(size, spec.mean, spec.std, spec.eval_resize(size), spec.interpolation)
+def preprocess_for_checkpoint(arch: str, header: dict[str, Any]) -> Preprocess:
+    """What a checkpoint was trained on: our format's header wins over the registry."""
+    from adn_edge.models import get_spec
 
-    @classmethod
-    def for_checkpoint(cls, arch: str, header: dict[str, Any]) -> Preprocess:
-        """What a checkpoint was trained on: our format's header wins over the registry."""
-        base = cls.for_arch(arch)
-        size = int(header.get("input_size") or base.input_size)
-        m = [float(v) for v in (header.get("mean") or base.mean)]
-        s = [float(v) for v in (header.get("std") or base.std)]
-        from adn_edge.models import get_spec
+    base = preprocess_for_arch(arch)
+    size = int(header.get("input_size") or base.input_size)
+    return Preprocess.square(size, header.get("mean") or base.mean, header.get("std") or base.std,
+                             get_spec(arch).eval_resize(size), base.interpolation)
 
-        return cls(size, (m[0], m[1], m[2]), (s[0], s[1], s[2]), get_spec(arch).eval_resize(size), base.interpolation)
 
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """``[N, C, H, W]`` in [0, 1] (C = 1 or 3) -> ``[N, 3, S, S]`` normalised float32."""
-        x = images.float()
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.input_size).clamp_(0.0, 1.0)
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
-        return ((x - mean) / std).contiguous()
+def normalise(prep: Preprocess, images: torch.Tensor) -> torch.Tensor:
+    """``[N, C, H, W]`` in [0, 1] (C = 1 or 3) -> ``[N, 3, S, S]`` normalised float32.
+
+    For data that arrive as small arrays rather than image files (the built-in
+    digits): resized straight to the input size, no crop margin, since there is no
+    border to crop. Image files go through ``prep(image)`` instead."""
+    size = prep.input_size
+    x = images.float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > size).clamp_(0.0, 1.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    mean = torch.tensor(prep.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()
 
 
 class TensorImages(Dataset):
@@ -183,8 +174,8 @@ def load_builtin(name: str = BUILTIN_DEFAULT, split: str = "train", prep: Prepro
     idx = train_idx if split == "train" else test_idx
     if fraction < 1.0:
         idx = idx[stratified_fraction(labels[idx], fraction, fraction_seed)]
-    prep = prep or Preprocess.for_arch("resnet_tiny")
-    x = prep.normalise(torch.from_numpy(images[idx]).unsqueeze(1))
+    prep = prep or preprocess_for_arch("resnet_tiny")
+    x = normalise(prep, torch.from_numpy(images[idx]).unsqueeze(1))
     label = name if fraction == 1.0 else f"{name}[{fraction:g}]"
     return TensorImages(x, torch.from_numpy(labels[idx]), [str(i) for i in range(10)], label, split)
 
@@ -248,7 +239,7 @@ def _scan(root: Path, classes: Sequence[str] | None = None) -> tuple[list[str], 
         if not cdir.is_dir():
             continue  # a class of the training split that this split lacks: allowed (no samples)
         try:
-            files = sorted(p for p in cdir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            files = sorted(p for p in cdir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         except OSError as exc:
             raise AdnError(f"The class directory {str(cdir)!r} cannot be read: {exc.strerror}.",
                            "Fix its permissions.") from None
@@ -258,18 +249,19 @@ def _scan(root: Path, classes: Sequence[str] | None = None) -> tuple[list[str], 
     if classes is None and empty:
         raise AdnError(f"The class director{'y' if len(empty) == 1 else 'ies'} {', '.join(empty[:5])} in "
                        f"{str(root)!r} hold{'s' if len(empty) == 1 else ''} no images "
-                       f"({', '.join(IMAGE_EXTENSIONS)}).", "Remove empty class folders or add images.")
+                       f"({', '.join(sorted(IMAGE_SUFFIXES))}).", "Remove empty class folders or add images.")
     if not samples:
         raise AdnError(f"The data directory {str(root)!r} holds no images.",
-                       f"Supported extensions: {', '.join(IMAGE_EXTENSIONS)}.")
+                       f"Supported extensions: {', '.join(sorted(IMAGE_SUFFIXES))}.")
     return list(found), samples
 
 
 class ImageFolder(Dataset):
     """``root/<class>/<image>`` decoded lazily with Pillow (user data can be large).
 
-    Resize so the shorter side is ``prep.resize`` (official models: 256 for 224), centre-crop
-    ``input_size``, normalise.
+    Each image goes through ``prep`` (:class:`adn_edge.modeldir.preprocess.Preprocess`:
+    shorter side to ``prep.resize``, 256 for 224 on official models, centre crop,
+    normalise), the code INT8 calibration uses too.
     Training adds random translations per batch (see :func:`augment`), not here, so
     the same dataset serves training, recalibration and evaluation.
     """
@@ -297,26 +289,14 @@ class ImageFolder(Dataset):
         from PIL import Image, UnidentifiedImageError
 
         path, target = self.samples[i]
-        s = self.prep.input_size
-        r = max(self.prep.resize or s, s)
         try:
             with Image.open(path) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                scale = r / min(w, h)
-                resample = Image.Resampling.BICUBIC if self.prep.interpolation == "bicubic" \
-                    else Image.Resampling.BILINEAR
-                im = im.resize((max(r, round(w * scale)), max(r, round(h * scale))), resample)
-                w, h = im.size
-                left, top = (w - s) // 2, (h - s) // 2
-                im = im.crop((left, top, left + s, top + s))
-                arr = np.asarray(im, dtype=np.float32) / 255.0
+                x = self.prep(im)
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise AdnError(f"The image {str(path)!r} cannot be decoded ({type(exc).__name__}: {exc}).",
                            "Remove or replace the file; every image under the data directory must be readable "
                            "by Pillow.") from None
-        x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
-        return self.prep.normalise(x)[0], torch.tensor(target)
+        return torch.from_numpy(x), torch.tensor(target)
 
 
 def split_dir(root: Path, split: str) -> Path | None:

@@ -36,6 +36,7 @@ from adn_edge import subnet
 from adn_edge.errors import AdnError
 from adn_edge.fileio import read_json, write_json
 from adn_edge.modeldir.names import eval_name
+from adn_edge.modeldir.preprocess import Preprocess
 
 SCHEMA = 1
 Iterate = Callable[[Sequence[Any], str], Iterable[Any]]
@@ -229,15 +230,11 @@ def _backend_name(sw: Any, requested: str) -> str:
     return requested
 
 
-def preprocess_for_directory(model_dir: str | os.PathLike[str]) -> Any:
-    """The :class:`~adn_edge.train.data.Preprocess` an exported directory expects (from its manifest)."""
+def preprocess_for_directory(model_dir: str | os.PathLike[str]) -> Preprocess:
+    """The :class:`~adn_edge.modeldir.preprocess.Preprocess` an exported directory expects (from its manifest)."""
     from adn_edge.modeldir import manifest as manifest_mod
-    from adn_edge.train.data import Preprocess
 
-    man = manifest_mod.load(Path(model_dir))
-    inp = man["input"]
-    return Preprocess(int(inp["shape"][-1]), tuple(inp["mean"]), tuple(inp["std"]), inp.get("resize"),
-                      str(inp.get("interpolation") or "bilinear"))
+    return Preprocess.from_manifest(manifest_mod.load(Path(model_dir))["input"])
 
 
 def eval_path(model_dir: str | os.PathLike[str], variant: str = "") -> Path:

@@ -167,9 +167,9 @@ def batches_from_data(data: str, arch: str, samples: int = 512, input_size: int 
     the architecture's input (``input_size`` overrides the registry's), without
     augmentation: what ``adn-edge export --recalibrate DATA --recal-samples N`` needs.
     """
-    from adn_edge.train.data import Preprocess, load_data
+    from adn_edge.train.data import load_data, preprocess_for_arch
 
     if samples < 2:
         raise AdnError(f"--recal-samples must be at least 2, not {samples}.")
-    prep = Preprocess.for_arch(arch, input_size)
+    prep = preprocess_for_arch(arch, input_size)
     return calibration_batches(load_data(data, "train", prep), samples, batch_size, seed)

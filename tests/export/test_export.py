@@ -138,17 +138,17 @@ def test_parity_failure_writes_nothing(model, tmp_path, monkeypatch) -> None:
 def test_official_models_record_the_official_eval_resize() -> None:
     """ImageNet evaluation: shorter side 256, centre crop 224 (ADN_FORMAT 1.4)."""
     from adn_edge.models import get_spec
-    from adn_edge.train.data import Preprocess
+    from adn_edge.train.data import preprocess_for_arch
 
     assert get_spec("resnet50").eval_resize() == 256 and get_spec("swin_t").eval_resize() == 256
-    assert Preprocess.for_arch("resnet50").resize == 256 and Preprocess.for_arch("resnet_tiny").resize == 32
+    assert preprocess_for_arch("resnet50").resize == 256 and preprocess_for_arch("resnet_tiny").resize == 32
 
 
 def test_manifest_records_the_arch_resampling(tmp_path) -> None:
     """Swin-T's evaluation resize is bicubic (ADN_FORMAT 1.4); calibration and `eval` of
     the exported directory read it from the manifest."""
     from adn_edge.modeldir import manifest
-    from adn_edge.backends.tensorrt.calibration import Preprocess as CalibPreprocess
+    from adn_edge.modeldir.preprocess import Preprocess as CalibPreprocess
     from adn_edge.models import create_model
     from adn_edge.train.evaluate import preprocess_for_directory
 

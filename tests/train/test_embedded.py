@@ -17,7 +17,7 @@ def test_embedded_model_matches_its_record():
     assert info["command"].startswith("adn-edge train ") and len(info["subnets"]) == 16
     model, ck = load_embedded()
     assert model.arch == EMBEDDED_ARCH and ck.container == "adn-edge"
-    prep = data_mod.Preprocess.for_checkpoint(model.arch, ck.header)
+    prep = data_mod.preprocess_for_checkpoint(model.arch, ck.header)
     assert prep.input_size == info["dataset"]["input_size"]
     test = data_mod.load_builtin("digits", "test", prep)
     res = evaluate_model(model, test, ["super", "base"])

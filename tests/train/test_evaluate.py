@@ -18,7 +18,7 @@ from adn_edge.train.data import TensorImages
 
 @pytest.fixture(scope="module")
 def prep():
-    return data_mod.Preprocess.for_arch("resnet_tiny", 16)
+    return data_mod.preprocess_for_arch("resnet_tiny", 16)
 
 
 def test_topk_correct_by_hand():

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adn_edge.modeldir import manifest as manifest_mod
-from adn_edge.backends.tensorrt.calibration import CalibrationData, CalibrationPlan, CalibrationSet, Preprocess
+from adn_edge.backends.tensorrt.calibration import CalibrationData, CalibrationPlan, CalibrationSet
+from adn_edge.modeldir.preprocess import Preprocess
 from adn_edge.backends.tensorrt.options import (
     DEFAULT_WORKSPACE_MB, PRECISIONS, BuildOptions, ProfileShapes, make_options, profile_shapes, static_batch,
 )

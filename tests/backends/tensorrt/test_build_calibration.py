@@ -9,9 +9,8 @@ import pytest
 from _buildkit import MEAN, STD, write_pngs
 from PIL import Image
 
-from adn_edge.backends.tensorrt.calibration import (
-    RECOMMENDED_IMAGES, CalibrationSet, Preprocess, center_crop_box, list_images, load_image, resized_size,
-)
+from adn_edge.backends.tensorrt.calibration import RECOMMENDED_IMAGES, CalibrationSet
+from adn_edge.modeldir.preprocess import Preprocess, center_crop_box, list_images, load_image, resized_size
 from adn_edge.errors import AdnError
 
 SPEC = {"name": "input", "shape": [None, 3, 8, 8], "mean": MEAN, "std": STD}

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import adn_edge.backends.cuda as cl
+from adn_edge.backends.cuda import cuda_python
 from adn_edge.errors import AdnError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -80,8 +81,8 @@ def test_cuda_layer_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     class PyCuda(FakeApi):
         pass
 
-    monkeypatch.setattr(cl, "CudaPython", CudaPython)
-    monkeypatch.setattr(cl, "PyCuda", PyCuda)
+    monkeypatch.setattr("adn_edge.backends.cuda.cuda_python.CudaPython", CudaPython)
+    monkeypatch.setattr("adn_edge.backends.cuda.pycuda_driver.PyCuda", PyCuda)
     monkeypatch.setattr(cl, "available_bindings", lambda: ["cuda-python", "pycuda"])
     cl.open_cuda("auto")
     cl.open_cuda("pycuda")
@@ -164,8 +165,8 @@ class _FakeCudart:
 
 def test_cuda_python_layer_on_a_fake_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeCudart()
-    monkeypatch.setattr(cl, "import_cudart", lambda: fake)
-    api = cl.CudaPython(0)
+    monkeypatch.setattr(cuda_python, "import_cudart", lambda: fake)
+    api = cuda_python.CudaPython(0)
     assert api.device_name() == "Orin (nvgpu)" and api.compute_capability() == (8, 7)
     host = api.alloc_pinned((2, 3), np.dtype(np.float32))
     assert host.array.shape == (2, 3) and host.array.dtype == np.float32
