@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from adn_edge.modeldir import manifest
-from adn_edge.bench.report import validate_bench
+from adn_edge.modeldir.results import validate_bench
 from tests._util import run_cli
 
 

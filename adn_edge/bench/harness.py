@@ -31,7 +31,7 @@ from adn_edge.bench import report as report_mod
 from adn_edge.bench.machine import machine_state
 from adn_edge.bench.stats import CV_WARN, latency_stats
 from adn_edge.errors import AdnError
-from adn_edge.fileio import read_json
+from adn_edge.modeldir.results import load_accuracy
 
 DEVICES = ("orin", "cuda", "cpu")
 Iterate = Callable[[Sequence[str], str], Any]
@@ -115,17 +115,6 @@ def time_calls(call: Callable[[], Any], iterations: int, min_s: float, warmup_it
     return times, t0, time.perf_counter()
 
 
-def load_accuracy(directory: Path) -> dict[str, float] | None:
-    """Top-1 per code from ``eval.json`` in the model directory, if evaluated."""
-    path = Path(directory) / "eval.json"
-    if not path.exists():
-        return None
-    data = read_json(path, "evaluation results")
-    subs = data.get("subnets", {}) if isinstance(data, dict) else {}
-    acc = {c: float(e["top1"]) for c, e in subs.items() if isinstance(e, dict) and e.get("top1") is not None}
-    return acc or None
-
-
 def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: Iterate | None = None,
               write: bool = True) -> dict[str, Any]:
     """Benchmark the sub-networks of a model directory; returns the report (and writes it)."""
@@ -192,7 +181,7 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
         finally:
             sw.close()
         power = report_mod.power_block(source.describe(), idle)
-    accuracy = load_accuracy(directory)
+    accuracy = load_accuracy(directory, int(m["num_stages"]))
     if accuracy:
         for code, entry in results.items():
             entry["accuracy"] = accuracy.get(code)

@@ -1,7 +1,8 @@
-"""``bench-<device>.json``, its CSV twin and the terminal table (CONTRACTS.md section 3).
+"""Writing ``bench-<device>.json``, its CSV twin and the terminal table (docs/model-directory.md).
 
 The JSON is the contract: users' scripts and :meth:`EngineSwitcher.fastest_within`
-read it, so it is built and checked here, in one place, and written atomically.
+read it, so it is built here and checked against the schema in
+:mod:`adn_edge.modeldir.results` (where readers check it too), and written atomically.
 Everything beyond the contract's keys is welcome extra (machine state, settings,
 sample intervals), but a power or energy number is ``null`` whenever no meter was
 used: a reader must never mistake "not measured" for zero.
@@ -18,28 +19,20 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adn_edge.errors import AdnError
 from adn_edge.fileio import write_json, write_text
 from adn_edge.modeldir.names import bench_name
+from adn_edge.modeldir.results import ENERGY_KEYS, LATENCY_KEYS, SCHEMA, validate_bench
 
 if TYPE_CHECKING:
     from adn_edge.bench.stats import LatencyStats
     from adn_edge.power.energy import InferenceEnergy, WindowPower
 
-SCHEMA = 1
-DEVICE_KINDS = ("orin", "cuda", "cpu")
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
-POWER_SOURCES = ("tegrastats", "nvml", "none")
-LATENCY_KEYS = ("mean", "p50", "p90", "p99", "min", "max")
-ENERGY_KEYS = ("power_w", "energy_mj", "energy_above_idle_mj", "power_samples")
 NOT_MEASURED = "energy not measured: no power source was used (--power none)"
 
 
@@ -199,108 +192,3 @@ def print_table(report: Mapping[str, Any], console: Any = None) -> None:
 
         console = Console(highlight=False)
     console.print(render_table(report))
-
-
-# -- validation -------------------------------------------------------------------------
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _pos_int(v: Any) -> bool:
-    return _int(v) and v >= 1
-
-
-def bench_problems(obj: Any) -> list[str]:
-    """Every way ``obj`` breaks the ``bench-<device>.json`` contract (empty when valid)."""
-    p: list[str] = []
-    if not isinstance(obj, Mapping):
-        return ["the report is not a JSON object"]
-    if obj.get("schema") != SCHEMA or not _int(obj.get("schema")):
-        p.append(f"schema must be {SCHEMA}")
-    dev = obj.get("device")
-    if not isinstance(dev, Mapping):
-        p.append("device must be an object")
-    else:
-        if dev.get("kind") not in DEVICE_KINDS:
-            p.append(f"device.kind must be one of {DEVICE_KINDS}, got {dev.get('kind')!r}")
-        for k in ("name", "power_mode"):
-            if k not in dev:
-                p.append(f"device.{k} is missing (null when unknown)")
-            elif dev[k] is not None and not isinstance(dev[k], str):
-                p.append(f"device.{k} must be a string or null")
-    if obj.get("backend") not in BACKENDS:
-        p.append(f"backend must be one of {BACKENDS}, got {obj.get('backend')!r}")
-    if not _pos_int(obj.get("batch")):
-        p.append("batch must be a positive integer")
-    pw = obj.get("power")
-    source = None
-    if not isinstance(pw, Mapping):
-        p.append("power must be an object")
-    else:
-        source = pw.get("source")
-        if source not in POWER_SOURCES:
-            p.append(f"power.source must be one of {POWER_SOURCES}, got {source!r}")
-        for k in ("rail", "idle_w", "interval_ms"):
-            if k not in pw:
-                p.append(f"power.{k} is missing (null when not measured)")
-        if pw.get("rail") is not None and not isinstance(pw.get("rail"), str):
-            p.append("power.rail must be a string or null")
-        for k in ("idle_w", "interval_ms"):
-            if pw.get(k) is not None and not _num(pw.get(k)):
-                p.append(f"power.{k} must be a finite number or null")
-        if source == "none" and pw.get("idle_w") is not None:
-            p.append("power.idle_w must be null when no power source was used")
-    subs = obj.get("subnets")
-    if not isinstance(subs, Mapping) or not subs:
-        p.append("subnets must be a non-empty object keyed by sub-network code")
-        return p
-    lengths = {len(c) for c in subs if isinstance(c, str)}
-    if len(lengths) > 1:
-        p.append("sub-network codes must all have the same length")
-    for code, e in subs.items():
-        where = f"subnets[{code!r}]"
-        if not isinstance(code, str) or not re.fullmatch(r"[01]+", code):
-            p.append(f"{where}: key must be a canonical 0/1 code")
-        if not isinstance(e, Mapping):
-            p.append(f"{where} must be an object")
-            continue
-        lat = e.get("latency_ms")
-        if not isinstance(lat, Mapping):
-            p.append(f"{where}.latency_ms must be an object")
-        else:
-            bad = [k for k in LATENCY_KEYS if not (_num(lat.get(k)) and lat[k] >= 0)]
-            if bad:
-                p.append(f"{where}.latency_ms needs non-negative numbers for {', '.join(bad)}")
-            else:
-                order = [lat[k] for k in ("min", "p50", "p90", "p99", "max")]
-                tol = 1e-6 * max(1.0, lat["max"])
-                if any(b < a - tol for a, b in zip(order, order[1:])) or not (
-                        lat["min"] - tol <= lat["mean"] <= lat["max"] + tol):
-                    p.append(f"{where}.latency_ms must satisfy min <= p50 <= p90 <= p99 <= max and min <= mean <= max")
-        if not (_num(e.get("throughput_ips")) and e["throughput_ips"] > 0):
-            p.append(f"{where}.throughput_ips must be a positive number")
-        if not _pos_int(e.get("iterations")):
-            p.append(f"{where}.iterations must be a positive integer")
-        for k in ENERGY_KEYS:
-            if k not in e:
-                p.append(f"{where}.{k} is missing (null when not measured)")
-                continue
-            v = e[k]
-            if source == "none" and v is not None:
-                p.append(f"{where}.{k} must be null: no power source was used")
-            elif v is not None and not (_int(v) if k == "power_samples" else _num(v)):
-                p.append(f"{where}.{k} must be a {'integer' if k == 'power_samples' else 'finite number'} or null")
-    return p
-
-
-def validate_bench(obj: Any) -> None:
-    """Raise :class:`AdnError` listing every contract violation of a bench report."""
-    problems = bench_problems(obj)
-    if problems:
-        raise AdnError("The benchmark report does not match CONTRACTS.md section 3: " + "; ".join(problems) + ".",
-                       "This is a bug in whatever produced the report; please report it with the file.")

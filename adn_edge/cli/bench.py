@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure latency (and energy, when a power source is used) of every sub-network."""
         from adn_edge.bench import pareto, report
-        from adn_edge.bench.harness import BenchOptions, load_accuracy, run_bench
+        from adn_edge.bench.harness import BenchOptions, run_bench
 
         opts = BenchOptions(device=device.strip().lower(), backend=backend, power=power, subnets=subnet,
                             precision=precision, batch=batch, iterations=iterations, duration_s=duration,
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
                             threads=threads, backend_options=parse_options(backend_option), segmented=segmented)
         result = run_bench(directory, opts, iterate=progress)
         if plot is not None:
-            pareto.plot(result, plot, accuracy=load_accuracy(directory))
+            pareto.plot(result, plot)  # the report carries the evaluated accuracies
         if as_json:
             print_json(result)
             return

@@ -41,13 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from adn_edge import subnet
-from adn_edge.modeldir.names import bench_name
+from adn_edge.modeldir.results import find_bench, find_eval, is_segmented, load_bench, load_eval
 from adn_edge.errors import AdnError
-from adn_edge.fileio import read_json
 from adn_edge.modeldir.pareto import LATENCY_STAT, LATENCY_STATS, latency, pareto_front
 
-BENCH_GLOB = "bench-*.json"
-EVAL_GLOB = "eval*.json"
 
 
 @dataclass(frozen=True)
@@ -57,102 +54,6 @@ class Candidate:
     energy_mj: float | None = None
     accuracy: float | None = None
     gmacs: float | None = None
-
-
-def _newest(paths: Sequence[Path]) -> Path:
-    return max(paths, key=lambda p: (p.stat().st_mtime, p.name))
-
-
-def find_bench(directory: Path, device: str | None = None, backend: str | None = None,
-               segmented: bool | None = None, precision: str | None = None) -> Path | None:
-    """The bench report to trust for a switcher of ``backend`` (in segmented mode when
-    ``segmented``, which defaults to the backend's name ending in ``-segmented``, as a
-    segmented switcher's does), running ``precision``.
-
-    Monolithic: the reports of ``device`` when one is named (``bench-<device>*.json``),
-    else the newest report made with ``backend``, else the newest of all; segmented
-    reports are never used. They time other graphs (a boundary per stage, no fusion
-    across it), and ignoring them keeps every monolithic choice what it was before
-    segmented reports existed.
-
-    Segmented: its own kind first (the newest segmented report of the device or of
-    ``backend``), then the monolithic report of the same device or backend as a
-    stand-in (what segmented switchers used before segmented reports existed: the
-    same sub-networks, short of the boundary costs, ~1 % on ONNX Runtime CPU;
-    :class:`Policy` notes it), then the newest segmented report of any backend, then
-    the newest of all. A close measurement beats none, with which no latency budget
-    can be honoured at all.
-
-    Precision: at every step a report measured at ``precision`` (its ``precision``
-    key) wins; only when none is does another precision stand in (noted too): INT8
-    and FP16 latencies differ by 1.5-3x, so the wrong one misplaces every budget.
-    """
-    seg = _is_segmented(backend, segmented)
-    paths = sorted(directory.glob(BENCH_GLOB))
-    if device is not None:
-        paths = [p for p in paths if p.name == f"bench-{device}.json" or p.name.startswith(f"bench-{device}-")]
-    found = [(p, *_bench_kind(p)) for p in paths]
-    base = backend.removesuffix("-segmented") if backend is not None and device is None else None
-    # In order of preference: (same backend?, segmented?); None matches any backend.
-    order = [(base, True), (base, False), (None, True), (None, False)] if seg else [(base, False), (None, False)]
-    for want_precision in ([precision, None] if precision else [None]):
-        for want_backend, want_seg in order:
-            same = [p for p, b, s, q in found if s == want_seg and (want_backend is None or b == want_backend)
-                    and (want_precision is None or q == want_precision)]
-            if same:
-                return _newest(same)
-    if device is not None:
-        have = ", ".join(sorted(q.name for q in directory.glob(BENCH_GLOB))) or "none"
-        names = " or ".join([bench_name(device, True), bench_name(device)] if seg else [bench_name(device)])
-        raise AdnError(f"{str(directory)!r} has no {names} (benchmark reports there: {have}).",
-                       f"Create it with `adn-edge bench {directory} --device {device}{' --segmented' if seg else ''}`.")
-    return None
-
-
-def _is_segmented(backend: str | None, segmented: bool | None) -> bool:
-    """``segmented`` when given, else what a switcher's backend name says (``onnxruntime-segmented``)."""
-    return segmented if segmented is not None else bool(backend and backend.endswith("-segmented"))
-
-
-def _bench_kind(path: Path) -> tuple[str | None, bool, str | None]:
-    """(backend, segmented, precision) of a report; an unreadable one stays a candidate
-    (by its name), so that choosing it fails with load_bench's clear error, not silently."""
-    try:
-        data = read_json(path, "benchmark report")
-    except AdnError:
-        data = None
-    if not isinstance(data, dict):
-        return None, path.name.endswith("-segmented.json"), None
-    return data.get("backend"), data.get("segmented") is True, data.get("precision")
-
-
-def load_bench(path: Path) -> dict[str, Any]:
-    data = read_json(path, "benchmark report")
-    if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("subnets"), dict):
-        raise AdnError(f"{str(path)!r} is not an adn-edge benchmark report of schema 1.",
-                       "Re-run `adn-edge bench` with this version of adn-edge.")
-    return data
-
-
-def find_eval(directory: Path) -> Path | None:
-    preferred = directory / "eval.json"
-    if preferred.exists():
-        return preferred
-    found = sorted(directory.glob(EVAL_GLOB))
-    return _newest(found) if found else None
-
-
-def load_eval(path: Path, num_stages: int, metric: str = "top1") -> dict[str, float]:
-    data = read_json(path, "evaluation results")
-    if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("subnets"), dict):
-        raise AdnError(f"{str(path)!r} is not an evaluation result of schema 1: expected "
-                       '{"schema": 1, "dataset": ..., "subnets": {CODE: {"top1": ..., "top5": ..., "samples": ...}}}.')
-    out = {}
-    for spelling, entry in data["subnets"].items():
-        value = entry.get(metric) if isinstance(entry, dict) else None
-        if value is not None:
-            out[subnet.parse_code(spelling, num_stages)] = float(value)
-    return out
 
 
 @dataclass
@@ -182,7 +83,7 @@ class Policy:
         for c, e in (m.get("segments") or {}).get("subnets", {}).items():
             gmacs.setdefault(c, e.get("gmacs"))
         codes = list(codes) if codes is not None else list(gmacs)
-        segmented = _is_segmented(backend, segmented)
+        segmented = is_segmented(backend, segmented)
         bench_path = find_bench(directory, device, backend, segmented, precision)
         report = load_bench(bench_path) if bench_path else {}
         bench = {subnet.parse_code(c, num_stages): e for c, e in report.get("subnets", {}).items()}

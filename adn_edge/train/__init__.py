@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "TrainConfig": "trainer", "TrainResult": "trainer", "Trainer": "trainer", "train": "trainer",
-    "kd_loss": "trainer", "copy_main_norms_to_twins": "trainer", "init_from_plain": "trainer",
+    "TrainConfig": "config", "TrainResult": "trainer", "Trainer": "trainer", "train": "trainer",
+    "kd_loss": "losses", "copy_main_norms_to_twins": "from_plain", "init_from_plain": "from_plain",
     "evaluate_model": "evaluate", "evaluate_directory": "evaluate", "EvalResult": "evaluate",
     "SubnetAccuracy": "evaluate", "write_eval": "evaluate", "read_eval": "evaluate", "topk_correct": "evaluate",
     "recalibrated": "recalibrate", "recalibrated_all": "recalibrate", "calibration_batches": "recalibrate",

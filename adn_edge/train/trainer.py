@@ -1,6 +1,7 @@
 """Training Adaptive Depth Networks with the official self-distillation recipe.
 
-Per batch (ADN_FORMAT.md section 9), both passes in train mode on the same images:
+Per batch (the official research code's recipe), both passes in train mode on the
+same images:
 
 1. super-net (no stage skipped): ``alpha * CE(logits, y)`` with label smoothing;
 2. base-net (every stage skipped): the super-net's top-k logits (indices from the
@@ -10,156 +11,54 @@ Per batch (ADN_FORMAT.md section 9), both passes in train mode on the same image
    weighted ``1 - alpha``;
 3. one optimizer step on the summed gradients.
 
-The official script calls ``backward`` once per pass; here both passes run inside one
-module call (:class:`_ADNStep`) and the summed loss is back-propagated once. The
-gradients are identical (they add), BN statistics are updated in the same order
-(super-net, then base-net), one GradScaler scales both terms alike; but under
-DistributedDataParallel a single forward/backward per step is what DDP supports, and
-every parameter receives a gradient in it (main norms and skippable blocks from the
-super-net, twins from the base-net), so no ``find_unused_parameters`` is needed.
+Both passes run inside one module call (:mod:`~adn_edge.train.adn_step` says why). This
+module is the loop with its checkpoints and resume; the losses, optimizer, EMA, torchrun
+and ``--init-from`` each have a module of their own beside it.
 
 ``mode="plain"`` is ordinary training (super-net cross-entropy, weight 1, no base-net
 pass): the baseline of the benchmark's "train normally, then skip" variant. Its
 ``_skip`` twins are never trained, so after training they are set to copies of their
 main norms, which is what skipping stages of a normally trained network means.
 
-Outputs in ``out_dir``: ``checkpoint.pth`` (the official training-checkpoint layout:
-``model``, ``model_ema``, ``optimizer``, ``lr_scheduler``, ``epoch``, ``args``, plus
-``scaler`` with AMP; read by ``adn_edge.checkpoint.read`` with ``weights_only=True``;
-``--resume`` continues from it), ``model.safetensors`` (our format), ``model.pth``
-(official plain weights), ``model_ema.safetensors`` with EMA, ``log.jsonl`` (losses
-every ``log_every`` steps, per-epoch super/base accuracy) and, with ``final_eval``,
-``eval.json`` for every sub-network.
+Outputs in ``out_dir`` (containers: docs/checkpoints.md): ``checkpoint.pth`` (the
+official training-checkpoint layout: ``model``, ``model_ema``, ``optimizer``,
+``lr_scheduler``, ``epoch``, ``args``, plus ``scaler`` with AMP; read by
+``adn_edge.checkpoint.read`` with ``weights_only=True``; ``--resume`` continues from
+it), ``model.safetensors`` (our format), ``model.pth`` (official plain weights),
+``model_ema.safetensors`` with EMA, ``log.jsonl`` (losses every ``log_every`` steps,
+per-epoch super/base accuracy) and, with ``final_eval``, ``eval.json`` for every
+sub-network (docs/model-directory.md).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adn_edge import subnet
 from adn_edge.errors import AdnError
 from adn_edge.fileio import atomic_path, ensure_writable_dir
-from adn_edge.models.base import TWIN_SUFFIX, ADNModel
+from adn_edge.models.base import ADNModel
+from adn_edge.train.adn_step import _ADNStep
+from adn_edge.train.config import TrainConfig
+from adn_edge.train.distributed import resolve_device, setup_distributed, wrap_ddp
+from adn_edge.train.ema import ema_decay_per_update, make_ema, update_ema
+from adn_edge.train.from_plain import copy_main_norms_to_twins, init_from_plain, plain_eval_copy
+from adn_edge.train.losses import feature_kd_loss, kd_loss, recipe_losses
+from adn_edge.train.optimizer import lr_lambda, make_optimizer
+
+# TrainConfig and the loss and plain-init names stay importable from here, where they were first.
+__all__ = ["Iterate", "TrainConfig", "TrainResult", "Trainer", "copy_main_norms_to_twins", "feature_kd_loss",
+           "init_from_plain", "kd_loss", "train"]
 
 Iterate = Callable[[Sequence[Any], str], Iterable[Any]]
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step")
-MODES = ("adn", "plain")
-
-
-@dataclass
-class TrainConfig:
-    """Every option of ``adn-edge train``; stored in checkpoints under ``args``."""
-
-    arch: str = "resnet_tiny"
-    data: str = "builtin"
-    out_dir: str = "runs/adn"
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float | None = None
-    """Default: 0.1 x batch/128 for SGD, 1e-3 x batch/256 for AdamW."""
-    momentum: float = 0.9
-    weight_decay: float | None = None
-    """Default: 5e-4 (SGD), 0.05 (AdamW); never applied to norms and biases."""
-    schedule: str = "cosine"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    """Step schedule: fractions of the run at which the LR is multiplied by ``gamma``."""
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup_start: float = 0.01
-    label_smoothing: float = 0.0
-    alpha: float = 0.5
-    temperature: float = 1.0
-    topk: int = 500
-    feature_kd: bool = False
-    mode: str = "adn"
-    amp: bool = False
-    ema: bool = False
-    ema_decay: float = 0.99998
-    ema_steps: int = 32
-    clip_grad: float | None = None
-    seed: int = 0
-    train_fraction: float = 1.0
-    augment_shift: int | None = None
-    """Random translation in pixels (default input_size // 8); 0 disables."""
-    hflip: bool = False
-    num_workers: int = 0
-    device: str = "auto"
-    input_size: int | None = None
-    log_every: int = 10
-    final_eval: bool = True
-    init_from: str | None = None
-    resume: str | None = None
-    stop_after_epochs: int | None = None
-    """Stop after this many epochs of *this* invocation (the schedule still spans ``epochs``):
-    time-boxed jobs that ``resume`` later."""
-
-    def resolved_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 0.1 * self.batch_size / 128 if self.optimizer == "sgd" else 1e-3 * self.batch_size / 256
-
-    def resolved_weight_decay(self) -> float:
-        if self.weight_decay is not None:
-            return self.weight_decay
-        return 5e-4 if self.optimizer == "sgd" else 0.05
-
-    def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}."),
-            (self.batch_size >= 2, f"--batch-size must be at least 2 (BatchNorm), not {self.batch_size}."),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not "
-                                           f"{self.optimizer!r}."),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}."),
-            (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, not {self.mode!r}."),
-            (0.0 <= self.alpha <= 1.0, f"--alpha must be in [0, 1], not {self.alpha}."),
-            (self.temperature > 0, f"--temperature must be positive, not {self.temperature}."),
-            (self.topk >= 1, f"--topk must be at least 1, not {self.topk}."),
-            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), not {self.label_smoothing}."),
-            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, not {self.warmup_epochs}."),
-            (0.0 < self.train_fraction <= 1.0, f"--train-fraction must be in (0, 1], not {self.train_fraction}."),
-            (self.ema_steps >= 1, f"--ema-steps must be at least 1, not {self.ema_steps}."),
-            (0.0 <= self.ema_decay < 1.0, f"--ema-decay must be in [0, 1), not {self.ema_decay}."),
-            (self.log_every >= 1, f"--log-every must be at least 1, not {self.log_every}."),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise AdnError(msg)
-        if self.lr is not None and self.lr <= 0:
-            raise AdnError(f"--lr must be positive, not {self.lr}.")
-        if self.mode == "plain" and self.feature_kd:
-            raise AdnError("--feature-kd distils the base-net from the super-net; plain training has no base-net "
-                           "pass.", "Drop --feature-kd or train in ADN mode.")
-        if self.resume and self.init_from:
-            raise AdnError("--resume and --init-from exclude each other.",
-                           "--resume continues a run (weights, optimizer, epoch); --init-from starts a new run "
-                           "from existing weights.")
-
-    def args(self) -> dict[str, Any]:
-        """JSON-able and ``weights_only``-loadable (plain types only)."""
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
-        return d
-
-    @classmethod
-    def from_args(cls, args: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in args.items() if k in names}
-        if "milestones" in kw:
-            kw["milestones"] = tuple(kw["milestones"])
-        return cls(**kw)
 
 
 @dataclass
@@ -171,241 +70,6 @@ class TrainResult:
     final: dict[str, Any] = field(default_factory=dict)
     model: ADNModel | None = None
 
-
-# --------------------------------------------------------------------------- distributed
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    initialised_here: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_kind: str) -> Dist:
-    """Join the process group torchrun describes (RANK/WORLD_SIZE in the environment)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    mine = False
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-        mine = True
-    return Dist(rank, world, local, mine)
-
-
-def _resolve_device(cfg: TrainConfig, dist: Dist | None = None) -> torch.device:
-    want = cfg.device
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise AdnError(f"--device {cfg.device} was asked for but no CUDA GPU is available.",
-                           "Use --device cpu (or auto).")
-        if dist is not None and dist.world > 1 and want == "cuda":
-            return torch.device("cuda", dist.local_rank)
-    elif want != "cpu":
-        raise AdnError(f"Unknown --device {cfg.device!r}.", "Use auto, cpu, cuda or cuda:N.")
-    return torch.device(want)
-
-
-# --------------------------------------------------------------------------- losses
-
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, topk: int) -> torch.Tensor:
-    """The official sub-path loss: KL over the teacher's top-k classes, ``batchmean``, x T^2.
-
-    ``teacher`` must already be detached: the super-net is the target, never pulled
-    towards the base-net.
-    """
-    k = min(topk, teacher.shape[1])
-    if k < teacher.shape[1]:
-        idx = teacher.topk(k, dim=1).indices
-        teacher = teacher.gather(1, idx)
-        student = student.gather(1, idx)
-    t = temperature
-    target = F.softmax(teacher.float() / t, dim=1)
-    log_p = F.log_softmax(student.float() / t, dim=1)
-    return F.kl_div(log_p, target, reduction="batchmean") * (t * t)
-
-
-def feature_kd_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor],
-                    temperature: float) -> torch.Tensor:
-    """Sum over stages of the T-scaled KL between globally pooled channel activations."""
-    total = student[0].new_zeros((), dtype=torch.float32)
-    t = temperature
-    for s, te in zip(student, teacher, strict=True):
-        ps = s.float().mean((2, 3))
-        pt = te.detach().float().mean((2, 3))
-        total = total + F.kl_div(F.log_softmax(ps / t, dim=1), F.softmax(pt / t, dim=1),
-                                 reduction="batchmean") * (t * t)
-    return total
-
-
-class StageTap:
-    """Records each stage's output during a forward (for feature distillation).
-
-    ResNet-ADN calls its blocks one by one rather than the ``layerK`` containers, so
-    the hook sits on every block and the last block to run in a stage leaves the
-    stage's output (the last mandatory block when the stage is skipped).
-    """
-
-    def __init__(self, model: ADNModel, first_stage: int = 1) -> None:
-        stages = getattr(model, "stages", None)
-        if stages is None:
-            raise AdnError(f"--feature-kd is implemented for ResNet-family models (as the official --fpn option), "
-                           f"not for {model.arch}.", "Train without --feature-kd.")
-        self.first = first_stage
-        self.outputs: dict[int, torch.Tensor] = {}
-        self.handles = []
-        for k, stage in enumerate(stages):
-            if k < first_stage:
-                continue
-            for blk in stage:
-                self.handles.append(blk.register_forward_hook(self._hook(k)))
-
-    def _hook(self, k: int) -> Callable[..., None]:
-        def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-            self.outputs[k] = out
-
-        return hook
-
-    def take(self) -> list[torch.Tensor]:
-        out = [self.outputs[k] for k in sorted(self.outputs)]
-        self.outputs = {}
-        return out
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-class _ADNStep(nn.Module):
-    """Both training passes of one batch in one module call (see the module docstring)."""
-
-    def __init__(self, model: ADNModel, mode: str, feature_kd: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.mode = mode
-        self.tap = StageTap(model) if feature_kd else None
-
-    def forward(self, x: torch.Tensor) -> dict[str, Any]:
-        S = self.model.num_skippable_stages
-        out: dict[str, Any] = {"super": self.model(x, skip=[False] * S)}
-        if self.tap is not None:
-            out["super_feats"] = self.tap.take()
-        if self.mode == "adn":
-            out["base"] = self.model(x, skip=[True] * S)
-            if self.tap is not None:
-                out["base_feats"] = self.tap.take()
-        return out
-
-
-# --------------------------------------------------------------------------- weights
-
-def copy_main_norms_to_twins(model: ADNModel) -> int:
-    """Set every ``_skip`` twin to a copy of its main norm; returns how many twins."""
-    mods = dict(model.named_modules())
-    n = 0
-    with torch.no_grad():
-        for name, mod in mods.items():
-            leaf = name.rsplit(".", 1)[-1]
-            if not leaf.endswith(TWIN_SUFFIX):
-                continue
-            main = mods.get(name[: -len(TWIN_SUFFIX)])
-            if main is None:
-                continue
-            mod.load_state_dict(main.state_dict())
-            n += 1
-    return n
-
-
-def init_from_plain(model: ADNModel, state_dict: dict[str, torch.Tensor], source: str) -> dict[str, Any]:
-    """Load a plain (non-ADN) checkpoint of the same backbone where keys and shapes allow.
-
-    Twins absent from the file start as copies of their main norms *from the file*, so
-    the base-net starts as "the pretrained network with stages dropped". Keys of the
-    wrong shape (typically a head with another number of classes) stay random.
-    """
-    own = model.state_dict()
-    loaded: list[str] = []
-    twins: list[str] = []
-    shape_mismatch: list[str] = []
-    new: dict[str, torch.Tensor] = {}
-    for key, t in own.items():
-        src_key = key
-        if key not in state_dict:
-            parts = key.split(".")
-            if len(parts) >= 2 and parts[-2].endswith(TWIN_SUFFIX):
-                parts[-2] = parts[-2][: -len(TWIN_SUFFIX)]
-                src_key = ".".join(parts)
-        if src_key not in state_dict:
-            continue
-        v = state_dict[src_key]
-        if tuple(v.shape) != tuple(t.shape):
-            shape_mismatch.append(key)
-            continue
-        new[key] = v.to(t.dtype)
-        (twins if src_key != key else loaded).append(key)
-    unexpected = [k for k in state_dict if k not in own and not k.endswith("num_batches_tracked")]
-    matched_weights = [k for k in loaded if not k.endswith("num_batches_tracked")]
-    if not matched_weights:
-        raise AdnError(f"No weight of {source!r} fits {model.arch}: none of its keys match the model's "
-                       f"(first keys in the file: {', '.join(list(state_dict)[:3])}).",
-                       f"--init-from needs a checkpoint of the same backbone as {model.arch} "
-                       "(e.g. a torchvision ResNet-50 for resnet50).")
-    model.load_state_dict(new, strict=False)
-    missing = [k for k in own if k not in new and not k.endswith("num_batches_tracked")]
-    return {"source": source, "loaded": len(loaded), "twins_from_main": len(twins),
-            "shape_mismatch": shape_mismatch, "missing": missing, "unexpected": unexpected[:20],
-            "unexpected_count": len(unexpected)}
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    total = cfg.epochs * steps_per_epoch
-    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
-    marks = sorted(int(round(m * total)) for m in cfg.milestones)
-
-    def f(step: int) -> float:
-        if step < warm:
-            return cfg.warmup_start + (1.0 - cfg.warmup_start) * step / max(1, warm)
-        if cfg.schedule == "cosine":
-            progress = (step - warm) / max(1, total - warm)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return cfg.gamma ** sum(step >= m for m in marks)
-
-    return f
-
-
-def _ema_decay(cfg: TrainConfig, world: int) -> float:
-    """The official adjustment: the decay per EMA update, scaled by the images between updates."""
-    adjust = world * cfg.batch_size * cfg.ema_steps / cfg.epochs
-    return 1.0 - min(1.0, (1.0 - cfg.ema_decay) * adjust)
-
-
-def _make_ema(model: ADNModel, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-# --------------------------------------------------------------------------- the trainer
 
 class Trainer:
     """One training run: build everything from a :class:`TrainConfig`, then :meth:`fit`."""
@@ -420,14 +84,14 @@ class Trainer:
         try:
             self._build(cfg, echo)
         except BaseException:
-            self._leave_group()
+            self.dist.leave_group()
             raise
 
     def _build(self, cfg: TrainConfig, echo: Callable[[str], None] | None) -> None:
         from adn_edge.models import create_model, get_spec
         from adn_edge.train import data as data_mod
 
-        self.device = _resolve_device(cfg, self.dist)
+        self.device = resolve_device(cfg, self.dist)
         self.echo = echo if (echo and self.dist.main) else (lambda _msg: None)
         if cfg.amp and self.device.type != "cuda":
             raise AdnError("--amp (mixed precision) needs a CUDA GPU; this run is on the CPU.",
@@ -435,7 +99,7 @@ class Trainer:
         self.out_dir = ensure_writable_dir(cfg.out_dir) if self.dist.main else Path(cfg.out_dir)
         spec = get_spec(cfg.arch)
         self.spec = spec
-        self.prep = data_mod.Preprocess.for_arch(cfg.arch, cfg.input_size)
+        self.prep = data_mod.preprocess_for_arch(cfg.arch, cfg.input_size)
         torch.manual_seed(cfg.seed)
 
         self.resume_state: dict[str, Any] | None = None
@@ -455,23 +119,14 @@ class Trainer:
         self.step_module = _ADNStep(self.model, cfg.mode, cfg.feature_kd)
         self.wrapped: nn.Module = self.step_module
         if self.dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
             # Plain mode never runs the twins, so DDP must be told to expect unused parameters.
-            self.wrapped = DDP(self.step_module, device_ids=ids, find_unused_parameters=cfg.mode == "plain")
-        lr, wd = cfg.resolved_lr(), cfg.resolved_weight_decay()
-        groups = _param_groups(self.model, wd)
-        if cfg.optimizer == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum,
-                                                                    nesterov=cfg.momentum > 0)
-        else:
-            self.optimizer = torch.optim.AdamW(groups, lr=lr)
+            self.wrapped = wrap_ddp(self.step_module, self.device, find_unused_parameters=cfg.mode == "plain")
+        self.optimizer: torch.optim.Optimizer = make_optimizer(self.model, cfg)
         self.loader, self.sampler = self._loader()
         self.steps_per_epoch = len(self.loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
-        self.ema = _make_ema(self.model, _ema_decay(cfg, self.dist.world)) if cfg.ema else None
+        self.ema = make_ema(self.model, ema_decay_per_update(cfg, self.dist.world)) if cfg.ema else None
         self.start_epoch = 0
         self.global_step = 0
         if self.resume_state is not None:
@@ -557,21 +212,6 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
 
-    def _losses(self, out: dict[str, Any], y: torch.Tensor) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        ce = F.cross_entropy(out["super"].float(), y, label_smoothing=cfg.label_smoothing)
-        if cfg.mode == "plain":
-            return {"loss": ce, "super_ce": ce}
-        kd = kd_loss(out["base"], out["super"].detach(), cfg.temperature, cfg.topk)
-        losses = {"super_ce": ce, "base_kd": kd}
-        total_kd = kd
-        if cfg.feature_kd:
-            fk = feature_kd_loss(out["base_feats"], out["super_feats"], cfg.temperature)
-            losses["feature_kd"] = fk
-            total_kd = kd + fk
-        losses["loss"] = cfg.alpha * ce + (1.0 - cfg.alpha) * total_kd
-        return losses
-
     def train_epoch(self, epoch: int) -> dict[str, float]:
         from adn_edge.train.data import augment
 
@@ -592,7 +232,7 @@ class Trainer:
             y = y.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=cfg.amp):
                 out = self.wrapped(x)
-            losses = self._losses(out, y)
+            losses = recipe_losses(cfg, out, y)
             if not torch.isfinite(losses["loss"]):
                 raise RuntimeError(f"the training loss became {losses['loss'].item()} at epoch {epoch + 1}, step "
                                    f"{self.global_step}; lower --lr or use --clip-grad")
@@ -605,10 +245,8 @@ class Trainer:
             self.scaler.update()
             self.scheduler.step()
             self.global_step += 1
-            if self.ema is not None and self.global_step % cfg.ema_steps == 0:
-                self.ema.update_parameters(self.model)
-                if epoch < cfg.warmup_epochs:
-                    self.ema.n_averaged.fill_(0)  # official: during warm-up the EMA follows the weights
+            if self.ema is not None:
+                update_ema(self.ema, self.model, cfg, self.global_step, epoch)
             vals = {k: float(v.detach()) for k, v in losses.items()}
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -693,14 +331,14 @@ class Trainer:
             if self.dist.main:
                 if cfg.mode == "plain":
                     # Twins are untrained in plain mode; evaluate the base-net as "skip with the main norms".
-                    snapshot = _plain_eval_copy(self.model)
+                    snapshot = plain_eval_copy(self.model)
                     record.update(self.evaluate_ends(snapshot))
                 else:
                     record.update(self.evaluate_ends(self.model))
                 if self.ema is not None:
                     ema_model: ADNModel = self.ema.module
                     if cfg.mode == "plain":
-                        ema_model = _plain_eval_copy(ema_model)
+                        ema_model = plain_eval_copy(ema_model)
                     record.update({f"ema_{k}": v for k, v in self.evaluate_ends(ema_model).items()})
                 record["seconds"] = round(time.perf_counter() - t0, 2)
                 record["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -709,7 +347,7 @@ class Trainer:
                 self.echo(_epoch_line(record, cfg.epochs))
             result.history.append(record)
             result.epochs_run += 1
-            self._barrier()
+            self.dist.barrier()
         if last < cfg.epochs:
             self.echo(f"stopped after epoch {last} of {cfg.epochs}; continue with --resume "
                       f"{self.out_dir / 'checkpoint.pth'}")
@@ -732,7 +370,7 @@ class Trainer:
             if cfg.final_eval:
                 result.final = self._final_eval()
         result.model = self._eval_model()
-        self._barrier()
+        self.dist.barrier()
         return result
 
     def _final_eval(self) -> dict[str, Any]:
@@ -745,31 +383,10 @@ class Trainer:
                    "subnets": {c: s.record() for c, s in res.subnets.items()}})
         return res.record()
 
-    def _barrier(self) -> None:
-        if self.dist.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
     def close(self) -> None:
         if self.step_module.tap is not None:
             self.step_module.tap.remove()
-        self._leave_group()
-
-    def _leave_group(self) -> None:
-        if self.dist.initialised_here:
-            self.dist.initialised_here = False
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _plain_eval_copy(model: ADNModel) -> ADNModel:
-    import copy
-
-    m = copy.deepcopy(model)
-    copy_main_norms_to_twins(m)
-    return m
+        self.dist.leave_group()
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from adn_edge.modeldir import manifest
 from adn_edge.bench.harness import BenchOptions, run_bench
-from adn_edge.bench.report import validate_bench
+from adn_edge.modeldir.results import validate_bench
 from adn_edge.export import export
 from adn_edge.export.segments import export_segments
 from adn_edge.models import create_model

@@ -11,17 +11,16 @@ import pytest
 from rich.console import Console
 
 from adn_edge.bench.report import (
-    bench_problems,
     csv_text,
     make_report,
     power_block,
     print_table,
     subnet_result,
-    validate_bench,
     write_csv,
     write_report,
 )
 from adn_edge.bench.stats import latency_stats
+from adn_edge.modeldir.results import bench_problems, validate_bench
 from adn_edge.errors import AdnError
 from adn_edge.power import PowerSample, per_inference, window_power
 from adn_edge.power.none import NoPowerSource
@@ -136,7 +135,7 @@ def test_validator_catches(mutate, fragment):
 def test_validate_raises_adn_error_and_write_refuses(tmp_path):
     r = orin_report()
     r["backend"] = "tflite"
-    with pytest.raises(AdnError, match="CONTRACTS.md"):
+    with pytest.raises(AdnError, match="bench report schema"):
         validate_bench(r)
     with pytest.raises(AdnError):
         write_report(r, tmp_path)

@@ -127,7 +127,7 @@ def test_manifest_records_graph_calibration_and_accuracy(quantized) -> None:
 
 
 def test_eval_results_put_int8_next_to_fp32(quantized) -> None:
-    from adn_edge.runtime.policies import load_eval
+    from adn_edge.modeldir.results import load_eval
 
     d, _ = quantized
     int8 = json.loads((d / EVAL_INT8_FILENAME).read_text())

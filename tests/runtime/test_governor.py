@@ -10,6 +10,7 @@ import pytest
 
 from adn_edge.errors import AdnError
 from adn_edge.runtime import DeadlineGovernor, EngineSwitcher
+from tests.runtime._helpers import bench_report
 
 LADDER = ["0000", "0101", "1011", "1111"]
 COST = {"0000": 4.0, "0101": 6.0, "1011": 8.0, "1111": 10.0}  # ms on an idle device
@@ -104,8 +105,7 @@ def test_bad_arguments():
 def test_for_switcher_uses_bench_ladder(model_dir, tmp_path, inputs):
     d = tmp_path / "d"
     shutil.copytree(model_dir, d, ignore=shutil.ignore_patterns("*seg*"))
-    bench = {"schema": 1, "device": {"kind": "cpu"}, "backend": "onnxruntime", "batch": 1,
-             "subnets": {c: {"latency_ms": {"mean": ms, "p99": ms}} for c, ms in COST.items()}}
+    bench = bench_report(COST)  # p99 = the cost
     (d / "bench-cpu.json").write_text(json.dumps(bench))
     with EngineSwitcher.open(d, subnets=LADDER, threads=1) as sw:
         gov = DeadlineGovernor.for_switcher(sw, deadline_ms=8.5)

@@ -9,8 +9,10 @@ import torch
 
 from adn_edge import checkpoint
 from adn_edge.models import create_model
-from adn_edge.train.trainer import (_ADNStep, copy_main_norms_to_twins, feature_kd_loss, init_from_plain, kd_loss,
-                                    train)
+from adn_edge.train.adn_step import _ADNStep
+from adn_edge.train.from_plain import copy_main_norms_to_twins, init_from_plain
+from adn_edge.train.losses import feature_kd_loss, kd_loss
+from adn_edge.train.trainer import train
 from tests.train.conftest import fast_config
 
 
