@@ -15,7 +15,6 @@ outside ``nn.Conv2d``/``nn.Linear`` calls (attention) report those MACs through 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -79,9 +78,3 @@ def arch_costs(arch: str, num_classes: int | None = None, input_size: int | None
         model = create_model(arch, num_classes=num_classes)
     size = input_size or spec.input_size
     return {c: count(model, c, size) for c in subnet.all_codes(spec.num_stages)}
-
-
-def costs_for(arch: str, codes: Iterable[str], num_classes: int | None = None,
-              input_size: int | None = None) -> list[Cost]:
-    table = arch_costs(arch, num_classes, input_size)
-    return [table[c] for c in codes]

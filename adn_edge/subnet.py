@@ -120,7 +120,3 @@ def from_skip(skip: Sequence[bool]) -> str:
 def to_skip_cfg(code: str) -> str:
     """Canonical code -> the official upper-case ``--skip-cfg`` letters (T = skipped)."""
     return "".join("T" if c == "0" else "F" for c in code)
-
-
-def kept_stages(code: str) -> int:
-    return code.count("1")

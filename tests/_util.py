@@ -53,7 +53,8 @@ def export_and_compare(model, code: str, size: int, batches: tuple[int, ...] = (
 
     from adn_edge import subnet
     from adn_edge.export.onnx_graph import trace_to_onnx
-    from adn_edge.materialize import Folder, materialize
+    from adn_edge.materialize import materialize
+    from adn_edge.models.folding import Folder
 
     graph = trace_to_onnx(materialize(model, code, Folder(model)), size, dynamic_batch=True, batch=2)
     assert not {"If", "Loop", "BatchNormalization"} & {n.op_type for n in graph.graph.node}
@@ -73,7 +74,7 @@ def export_and_compare(model, code: str, size: int, batches: tuple[int, ...] = (
 def assert_parts_depend_only_on_their_flag(model, codes: list[str]) -> None:
     """``static_stages`` part k is the same (same parameters, equal buffers) for every
     code with the same flag k: what lets segmented mode ship 2*S graphs, not 2^S."""
-    from adn_edge.materialize import Folder
+    from adn_edge.models.folding import Folder
 
     folder = Folder(model)
     parts = {c: model.static_stages(c, folder) for c in codes}

@@ -26,7 +26,8 @@ from adn_edge.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, Parity, compa
     parity_inputs, reference_logits
 from adn_edge.fileio import ensure_writable_dir, write_bytes
 from adn_edge.flops import arch_costs
-from adn_edge.materialize import Folder, materialize, stable_names
+from adn_edge.materialize import materialize, stable_names
+from adn_edge.models.folding import Folder
 from adn_edge.models.base import ADNModel
 from adn_edge.models.registry import get_spec
 from adn_edge.modeldir.names import onnx_name

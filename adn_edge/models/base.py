@@ -1,7 +1,7 @@
 """What every ADN architecture shares.
 
 An ADN model is an ``nn.Module`` whose ``forward(x, skip)`` reproduces the official
-research code's forward for the given skip list (ADN_FORMAT.md). On top of that each
+research code's forward for the given skip list (docs/checkpoints.md). On top of that each
 family implements :meth:`ADNModel.static_body`, which builds the *static* module of
 one sub-network: skipped blocks absent, norm twins chosen, BatchNorm folded. That
 second method is what makes a sub-network exportable without control flow.
@@ -10,18 +10,14 @@ second method is what makes a sub-network exportable without control flow.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from adn_edge import subnet
+from adn_edge.models.folding import TWIN_SUFFIX, Folder
 from adn_edge.errors import AdnError
-
-if TYPE_CHECKING:
-    from adn_edge.materialize import Folder
-
-TWIN_SUFFIX = "_skip"
 
 
 def pick_norm(block: nn.Module, name: str, skipped: bool) -> nn.Module:
@@ -41,8 +37,6 @@ class ADNModel(nn.Module):
     num_skippable_stages: ClassVar[int] = 4
     default_skip_all: ClassVar[bool] = False
     """Official default when ``skip`` is omitted: False = super-net (MobileNetV2: True)."""
-    skip_none_means_default: ClassVar[bool] = True
-    """Whether ``skip=None`` is accepted (ViT/Swin officially raise TypeError)."""
 
     def resolve_skip(self, skip: Sequence[Any] | None) -> list[bool]:
         """The official flag semantics: an entry counts as skipped iff ``== True``."""

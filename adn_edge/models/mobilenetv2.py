@@ -28,7 +28,7 @@ from adn_edge.models.registry import register_model
 if TYPE_CHECKING:
     # Only for annotations: materialize imports the models package, so a runtime
     # import here would be circular when materialize is imported first.
-    from adn_edge.materialize import Folder
+    from adn_edge.models.folding import Folder
 
 # (expansion t, output channels c, blocks n, first stride s): torchvision's width-1.0 table.
 INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
@@ -210,7 +210,7 @@ class MobileNetV2ADN(ADNModel):
         return [nn.Sequential(*p) for p in parts]
 
 
-@register_model("mobilenet_v2", num_stages=5, family="mobilenet", input_size=224, norm="batchnorm",
+@register_model("mobilenet_v2", num_stages=5, input_size=224, norm="batchnorm",
                 description="official MobileNetV2-ADN (width 1.0), 224x224; bare forward = base-net")
 def mobilenet_v2(num_classes: int = 1000) -> MobileNetV2ADN:
     return MobileNetV2ADN(num_classes=num_classes)

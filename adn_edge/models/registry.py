@@ -9,7 +9,7 @@ architecture is one file and one decorator. Tests parametrise over
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adn_edge.errors import AdnError
@@ -26,7 +26,6 @@ class ModelSpec:
     name: str
     factory: Callable[..., ADNModel]
     num_stages: int
-    family: str
     input_size: int = 224
     num_classes: int = 1000
     official: bool = True
@@ -36,7 +35,6 @@ class ModelSpec:
     norm: str = "batchnorm"
     """'batchnorm' (folded into convs on export) or 'layernorm' (twin chosen statically)."""
     description: str = ""
-    defaults: dict[str, Any] = field(default_factory=dict)
     interpolation: str = "bilinear"
     """Resampling of the evaluation resize (the official Swin-T evaluation uses bicubic)."""
     crop_pct: float | None = None
@@ -86,6 +84,6 @@ def get_spec(name: str) -> ModelSpec:
 def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> ADNModel:
     """Build an architecture by registry name, in eval mode, randomly initialised."""
     spec = get_spec(name)
-    model = spec.factory(num_classes=num_classes or spec.num_classes, **{**spec.defaults, **kwargs})
+    model = spec.factory(num_classes=num_classes or spec.num_classes, **kwargs)
     model.arch = name
     return model.eval()

@@ -20,7 +20,7 @@ from adn_edge.models.base import ADNModel, PoolLinearHead, pick_norm
 from adn_edge.models.registry import register_model
 
 if TYPE_CHECKING:
-    from adn_edge.materialize import Folder
+    from adn_edge.models.folding import Folder
 
 
 def num_mandatory(n: int) -> int:
@@ -214,18 +214,18 @@ def _official(layers: Sequence[int], variant: str) -> Any:
 _DESC = "official ResNet-{}-ADN ({} shortcut), ImageNet stem, 224x224"
 for _name, _layers, _v in (("resnet50", (3, 4, 6, 3), "a"), ("resnet50vd", (3, 4, 6, 3), "d"),
                            ("resnet101", (3, 4, 23, 3), "a"), ("resnet101vd", (3, 4, 23, 3), "d")):
-    register_model(_name, num_stages=4, family="resnet",
+    register_model(_name, num_stages=4,
                    description=_DESC.format(_name[6:9], "conv" if _v == "a" else "avg-pool 'vd'"))(_official(_layers, _v))
 
 
-@register_model("resnet_tiny", num_stages=4, family="resnet", input_size=32, num_classes=10, official=False,
+@register_model("resnet_tiny", num_stages=4, input_size=32, num_classes=10, official=False,
                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                 description="ours: CIFAR-size ResNet-ADN, basic blocks 2-2-2-2, widths 16-32-64-128, 32x32")
 def resnet_tiny(num_classes: int = 10) -> ResNetADN:
     return ResNetADN(BasicBlock, (2, 2, 2, 2), num_classes=num_classes, widths=(16, 32, 64, 128), stem="cifar")
 
 
-@register_model("resnet_small", num_stages=4, family="resnet", input_size=32, num_classes=10, official=False,
+@register_model("resnet_small", num_stages=4, input_size=32, num_classes=10, official=False,
                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                 description="ours: CIFAR-size bottleneck ResNet-ADN, 3-4-6-3 blocks, widths 16-32-64-128, 32x32")
 def resnet_small(num_classes: int = 10) -> ResNetADN:

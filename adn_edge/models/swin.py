@@ -30,7 +30,7 @@ from adn_edge.models.base import ADNModel, pick_norm
 from adn_edge.models.registry import register_model
 
 if TYPE_CHECKING:  # annotation only: materialize imports the models package
-    from adn_edge.materialize import Folder
+    from adn_edge.models.folding import Folder
 
 LN_EPS = 1e-5
 MASK_VALUE = -100.0
@@ -414,7 +414,7 @@ class _StaticHead(nn.Module):
         return _classify(x, self.norm, self.head)
 
 
-@register_model("swin_t", num_stages=4, family="swin", norm="layernorm", interpolation="bicubic",
+@register_model("swin_t", num_stages=4, norm="layernorm", interpolation="bicubic",
                 description="official Swin-T-ADN: depths 2-2-6-2, base depths 1-1-3-1, window 7, 224x224")
 def swin_t(num_classes: int = 1000) -> SwinADN:
     return SwinADN(num_classes=num_classes)

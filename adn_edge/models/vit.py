@@ -34,7 +34,7 @@ from adn_edge.models.base import ADNModel, pick_norm
 from adn_edge.models.registry import register_model
 
 if TYPE_CHECKING:  # annotation only: materialize imports the models package
-    from adn_edge.materialize import Folder
+    from adn_edge.models.folding import Folder
 
 LN_EPS = 1e-6
 LAYERS_PER_STAGE = 3
@@ -285,7 +285,7 @@ class ViTADN(ADNModel):
         return parts
 
 
-@register_model("vit_b_16", num_stages=4, family="vit", norm="layernorm",
+@register_model("vit_b_16", num_stages=4, norm="layernorm",
                 description="official ViT-B/16-ADN: 12 layers in 4 groups of 3 (3rd skippable), 224x224 only")
 def vit_b_16(num_classes: int = 1000) -> ViTADN:
     return ViTADN(num_classes=num_classes)

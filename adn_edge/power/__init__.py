@@ -18,7 +18,6 @@ imports its own dependency when it is built.
 from adn_edge.power.base import (
     DEVICE_CHOICES,
     POWER_CHOICES,
-    PowerSample,
     PowerSource,
     PowerSourceError,
     power_source,
@@ -27,6 +26,7 @@ from adn_edge.power.base import (
 from adn_edge.power.energy import (
     MIN_RUN_SAMPLES,
     InferenceEnergy,
+    PowerSample,
     WindowPower,
     idle_baseline,
     integrate_mj,

@@ -16,15 +16,11 @@ import abc
 import importlib
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from adn_edge.errors import EXIT_FAILURE, AdnError
-
-if TYPE_CHECKING:
-    from adn_edge.power.energy import WindowPower
+from adn_edge.power.energy import PowerSample, WindowPower, window_power
 
 POWER_CHOICES = ("auto", "tegrastats", "nvml", "none")
 DEVICE_CHOICES = ("orin", "cuda", "cpu")
@@ -44,25 +40,6 @@ class PowerSourceError(AdnError):
     """
 
     exit_code = EXIT_FAILURE
-
-
-@dataclass(frozen=True, slots=True)
-class PowerSample:
-    """One reading, stamped with :func:`time.perf_counter` when it reached us.
-
-    Boards print at most a second-resolution date, so the arrival time is the only
-    clock that can be aligned with inference runs. ``module_w`` is the whole module
-    (or board) input, ``cpu_gpu_w`` the rail(s) that carry CPU and GPU when the board
-    has them; which rails those are is the source's ``describe()``, not the sample's,
-    because it is fixed per board. ``energy_mj`` is a cumulative energy counter when
-    the source has one (NVML), which integrates better than sampled power.
-    """
-
-    t: float
-    module_w: float | None
-    cpu_gpu_w: float | None = None
-    rails_w: Mapping[str, float] = field(default_factory=dict)
-    energy_mj: float | None = None
 
 
 class PowerSource(abc.ABC):
@@ -146,8 +123,6 @@ class PowerSource(abc.ABC):
             return None
         if wait:
             self.wait_until(t1)
-        from adn_edge.power.energy import window_power
-
         return window_power(self.samples, t0, t1, quantity=quantity)
 
     def __enter__(self) -> PowerSource:

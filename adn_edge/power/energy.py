@@ -24,13 +24,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from adn_edge.errors import AdnError
-from adn_edge.power.base import PowerSample
+
+@dataclass(frozen=True, slots=True)
+class PowerSample:
+    """One reading, stamped with :func:`time.perf_counter` when it reached us.
+
+    Boards print at most a second-resolution date, so the arrival time is the only
+    clock that can be aligned with inference runs. ``module_w`` is the whole module
+    (or board) input, ``cpu_gpu_w`` the rail(s) that carry CPU and GPU when the board
+    has them; which rails those are is the source's ``describe()``, not the sample's,
+    because it is fixed per board. ``energy_mj`` is a cumulative energy counter when
+    the source has one (NVML), which integrates better than sampled power.
+    """
+
+    t: float
+    module_w: float | None
+    cpu_gpu_w: float | None = None
+    rails_w: Mapping[str, float] = field(default_factory=dict)
+    energy_mj: float | None = None
+
 
 MIN_RUN_SAMPLES = 20
 """Fewer samples than this inside a run and its mean power is not trustworthy."""

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from adn_edge.errors import AdnError
-from adn_edge.power.base import PowerSample, PowerSource, PowerSourceError
+from adn_edge.power.base import PowerSource, PowerSourceError
+from adn_edge.power.energy import PowerSample
 
 MODULE_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
 """Module-input rails, by preference. Boards without one get the sum of their rails."""

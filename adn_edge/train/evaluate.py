@@ -139,7 +139,8 @@ def evaluate_model(model: Any, data: Dataset, codes: str | Sequence[str] | None 
     recalibrated on them (:func:`~adn_edge.train.recalibrate.recalibrated`).
     """
     from adn_edge.flops import arch_costs
-    from adn_edge.materialize import Folder, materialize
+    from adn_edge.materialize import materialize
+    from adn_edge.models.folding import Folder
 
     S = model.num_skippable_stages
     try:

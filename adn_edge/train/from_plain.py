@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from adn_edge.errors import AdnError
-from adn_edge.models.base import TWIN_SUFFIX, ADNModel
+from adn_edge.models.base import ADNModel
+from adn_edge.models.folding import TWIN_SUFFIX
 
 
 def copy_main_norms_to_twins(model: ADNModel) -> int:

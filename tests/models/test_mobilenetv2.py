@@ -22,7 +22,8 @@ from torch import nn
 
 from adn_edge import subnet
 from adn_edge.errors import AdnError
-from adn_edge.materialize import Folder, materialize, stable_names
+from adn_edge.materialize import materialize, stable_names
+from adn_edge.models.folding import Folder
 from adn_edge.models import create_model
 from adn_edge.models.mobilenetv2 import MobileNetV2ADN
 from adn_edge.models.random_weights import calibrate_batchnorm

@@ -16,7 +16,8 @@ import torch
 
 from adn_edge import subnet
 from adn_edge.flops import arch_costs
-from adn_edge.materialize import Folder, materialize
+from adn_edge.materialize import materialize
+from adn_edge.models.folding import Folder
 from adn_edge.models import create_model, get_spec, list_models
 from adn_edge.models.random_weights import calibrate_batchnorm
 from tests._util import export_and_compare, keys_fixture, random_state_dict, rel_err, subnets_fixture
@@ -119,7 +120,7 @@ def test_macs_and_params_match_official_measurements(arch: str) -> None:
 
 
 # ViT, Swin and MobileNetV2 have their own export tests (narrow and full-size models).
-ONNX_ARCHS = [a for a in ALL if get_spec(a).family == "resnet"]
+ONNX_ARCHS = [a for a in ALL if get_spec(a).factory.__module__ == "adn_edge.models.resnet"]
 
 
 @pytest.mark.parametrize("arch", ONNX_ARCHS)

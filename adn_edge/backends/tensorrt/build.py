@@ -42,7 +42,7 @@ from adn_edge.fileio import sha256_file, write_bytes
 
 __all__ = [
     "PRECISIONS", "BuildEvent", "BuildFailure", "BuildOptions", "PrecisionMismatch", "Toolchain",
-    "build_directory", "resolve_codes",
+    "build_directory",
 ]
 
 log = logging.getLogger("adn_edge.backends.tensorrt.build")
@@ -72,12 +72,6 @@ class Toolchain(Protocol):
     def build(self, job: Job, onnx_path: Path, onnx_bytes: bytes, options: BuildOptions,
               profile: ProfileShapes, calibration: CalibrationPlan | None = None) -> BuiltEngine: ...
     def close(self) -> None: ...
-
-
-def resolve_codes(data: Mapping[str, Any], subnets: str | Iterable[str] | None) -> list[str]:
-    """Canonical codes to build: ``None``/``all`` = every exported sub-network (super-net
-    first, then by descending GMACs); explicit codes must have been exported."""
-    return manifest_mod.resolve_codes(dict(data), subnets)
 
 
 def _real_toolchain(cuda: str, device: int, verbose: bool) -> Toolchain:
@@ -200,7 +194,7 @@ def build_directory(
 
 def _units(data: dict[str, Any], subnets: str | Iterable[str] | None, segments: bool) -> list[Unit]:
     if not segments:
-        return subnet_units(data, resolve_codes(data, subnets))
+        return subnet_units(data, manifest_mod.resolve_codes(data, subnets))
     asked = [subnets] if isinstance(subnets, str) else list(subnets or [])
     if any(str(s).strip().lower() != "all" for s in asked):
         raise AdnError("--segments builds the segment engines, which chain into every sub-network; --subnet does "

@@ -91,7 +91,9 @@ class TorchBackend(Backend):
         super().__init__(directory, manifest, codes)
         import torch
 
-        from adn_edge.materialize import Folder, materialize
+        from adn_edge.materialize import materialize
+
+        from adn_edge.models.folding import Folder
 
         self._torch = torch
         if threads:

@@ -10,7 +10,7 @@ import pytest
 from _buildkit import FakeToolchain, inspector, make_model_dir, tiny_onnx, write_pngs
 
 from adn_edge.modeldir import manifest
-from adn_edge.backends.tensorrt.build import BuildEvent, PrecisionMismatch, build_directory, resolve_codes
+from adn_edge.backends.tensorrt.build import BuildEvent, PrecisionMismatch, build_directory
 from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.errors import AdnError
 from adn_edge.fileio import sha256_file, write_bytes
@@ -88,13 +88,13 @@ def test_engines_of_several_precisions_coexist(model_dir: Path, fake: FakeToolch
 
 def test_subnet_selection(model_dir: Path, fake: FakeToolchain) -> None:
     data = manifest.load(model_dir)
-    assert resolve_codes(data, None) == ["11", "01"]
-    assert resolve_codes(data, ["TF", "super"]) == ["01", "11"]  # official T/F spelling, normalised
-    assert resolve_codes(data, "01,all") == ["01", "11"]
+    assert manifest.resolve_codes(data, None) == ["11", "01"]
+    assert manifest.resolve_codes(data, ["TF", "super"]) == ["01", "11"]  # official T/F spelling, normalised
+    assert manifest.resolve_codes(data, "01,all") == ["01", "11"]
     with pytest.raises(AdnError, match="not in this model directory"):
-        resolve_codes(data, ["base"])
+        manifest.resolve_codes(data, ["base"])
     with pytest.raises(AdnError, match="not a sub-network code"):
-        resolve_codes(data, ["10101"])
+        manifest.resolve_codes(data, ["10101"])
     r = build_directory(model_dir, subnets=["TF"], toolchain=fake)
     assert [x["code"] for x in r] == ["01"]
 
