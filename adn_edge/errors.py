@@ -1,24 +1,31 @@
-"""The one user-facing error type.
+"""One error hierarchy: input problems exit 2, explained failures exit 1.
 
-Everything a user can get wrong (a bad code, a missing file, a checkpoint of another
-architecture) raises :class:`AdnError`. The CLI prints its message as one paragraph
-and exits with code 2; any other exception is a bug and exits with 1. Library users
-catch ``AdnError`` to tell their mistakes from ours.
+Everything the CLI can explain is an :class:`AdnProblem`, a message (what happened)
+and an optional hint (what to do), printed as one paragraph without a traceback:
+
+* :class:`AdnError` (exit 2): the user's input was wrong (a bad code, a missing
+  file, a checkpoint of another architecture); changing the command fixes it.
+* :class:`AdnFailure` (exit 1): the input was valid but the work failed in a way we
+  can explain: an exported graph disagrees with PyTorch (:class:`ParityError`),
+  TensorRT refused to build (:class:`BuildFailure`), a power meter died mid-run
+  (:class:`PowerSourceError`).
+
+Any other exception is a bug: the CLI prints a short summary and exits 1. Library
+users catch ``AdnError`` to tell their mistakes from ours, or ``AdnProblem`` for both.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 
 
-class AdnError(Exception):
-    """A problem with the user's input, explained so that they can fix it.
+class AdnProblem(Exception):
+    """A problem adn-edge can explain: ``message`` says what, ``hint`` (optional) how to fix it."""
 
-    ``message`` says what was wrong; ``hint`` (optional) says how to fix it.
-    """
-
-    exit_code = EXIT_BAD_INPUT
+    exit_code: ClassVar[int] = EXIT_FAILURE
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         self.message = message.strip()
@@ -29,15 +36,17 @@ class AdnError(Exception):
         return f"{self.message} {self.hint}" if self.hint else self.message
 
 
-class AdnFailure(Exception):
-    """Valid input, but the work failed in a way we can explain (exit 1).
+class AdnError(AdnProblem):
+    """A problem with the user's input, explained so that they can fix it (exit 2)."""
 
-    E.g. an exported graph disagrees with PyTorch, or TensorRT refused to build. The
-    CLI prints the message without a traceback; unlike :class:`AdnError` it is not
-    something the user can fix by changing their command.
-    """
+    exit_code: ClassVar[int] = EXIT_BAD_INPUT
 
-    exit_code = EXIT_FAILURE
+
+class AdnFailure(AdnProblem):
+    """Valid input, but the work failed in a way we can explain (exit 1); not something
+    the user fixes by changing their command."""
+
+    exit_code: ClassVar[int] = EXIT_FAILURE
 
 
 class ParityError(AdnFailure):
@@ -46,17 +55,8 @@ class ParityError(AdnFailure):
 
 
 class BuildFailure(AdnFailure):
-    """TensorRT could not build, or built something we refuse to publish (exit 1).
+    """TensorRT could not build, or built something we refuse to publish."""
 
-    Not an :class:`AdnError`: the user's input was valid; the toolchain or the GPU
-    disagreed. The message still says what happened in one paragraph.
-    """
 
-    exit_code = EXIT_FAILURE
-
-    def __init__(self, message: str) -> None:
-        self.message = message.strip()
-        super().__init__(self.message)
-
-    def paragraph(self) -> str:
-        return self.message
+class PowerSourceError(AdnFailure):
+    """The power meter was there but failed while in use (it died, printed nothing, ...)."""

@@ -15,7 +15,7 @@ import sys
 import typer
 
 from adn_edge.cli.output import fail
-from adn_edge.errors import EXIT_FAILURE, AdnError, AdnFailure
+from adn_edge.errors import EXIT_FAILURE, AdnProblem
 
 COMMAND_MODULES = (
     "subnets", "export", "build", "bench", "eval", "train", "info", "demo", "quantize",
@@ -59,9 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # With standalone_mode=False click returns typer.Exit's code instead of exiting.
         rc = app(args=argv, standalone_mode=False)
-    except AdnError as exc:
-        fail(exc)
-    except AdnFailure as exc:
+    except AdnProblem as exc:
         fail(exc)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

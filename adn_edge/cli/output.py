@@ -12,15 +12,13 @@ import textwrap
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from adn_edge.errors import AdnError, AdnFailure
+from adn_edge.errors import AdnProblem
 
 T = TypeVar("T")
 
 
-def fail(exc: AdnError | AdnFailure) -> NoReturn:
-    paragraph = getattr(exc, "paragraph", None)
-    message = paragraph() if callable(paragraph) else str(exc)
-    text = textwrap.fill("error: " + message, width=100, break_long_words=False, break_on_hyphens=False)
+def fail(exc: AdnProblem) -> NoReturn:
+    text = textwrap.fill("error: " + exc.paragraph(), width=100, break_long_words=False, break_on_hyphens=False)
     sys.stderr.write(text + "\n")
     sys.exit(exc.exit_code)
 

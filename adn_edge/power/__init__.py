@@ -15,11 +15,11 @@ Importing this package needs only the standard library and numpy; each source
 imports its own dependency when it is built.
 """
 
+from adn_edge.errors import PowerSourceError
 from adn_edge.power.base import (
     DEVICE_CHOICES,
     POWER_CHOICES,
     PowerSource,
-    PowerSourceError,
     power_source,
     resolve_power,
 )

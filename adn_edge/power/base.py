@@ -19,7 +19,7 @@ import time
 from types import TracebackType
 from typing import Any, ClassVar
 
-from adn_edge.errors import EXIT_FAILURE, AdnError
+from adn_edge.errors import AdnError, AdnProblem
 from adn_edge.power.energy import PowerSample, WindowPower, window_power
 
 POWER_CHOICES = ("auto", "tegrastats", "nvml", "none")
@@ -30,16 +30,6 @@ _FACTORIES = {
     "nvml": "adn_edge.power.nvml:NvmlSource",
     "none": "adn_edge.power.none:NoPowerSource",
 }
-
-
-class PowerSourceError(AdnError):
-    """The meter was there but failed while in use (it died, printed nothing, ...).
-
-    Not the user's input, so exit code 1; still an ``AdnError`` so that the CLI prints
-    one explanatory paragraph instead of a traceback.
-    """
-
-    exit_code = EXIT_FAILURE
 
 
 class PowerSource(abc.ABC):
@@ -137,7 +127,7 @@ class PowerSource(abc.ABC):
         # Never let a cleanup complaint hide the exception (or Ctrl-C) that got us here.
         try:
             self.stop()
-        except AdnError:
+        except AdnProblem:
             pass
 
 

@@ -19,8 +19,8 @@ import time
 from types import ModuleType
 from typing import Any, ClassVar
 
-from adn_edge.errors import AdnError
-from adn_edge.power.base import PowerSource, PowerSourceError
+from adn_edge.errors import AdnError, PowerSourceError
+from adn_edge.power.base import PowerSource
 from adn_edge.power.energy import PowerSample
 
 INSTALL_HINT = ("Install it with `pip install nvidia-ml-py` (imported as pynvml), or use --power none "

@@ -33,8 +33,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from adn_edge.errors import AdnError
-from adn_edge.power.base import PowerSource, PowerSourceError
+from adn_edge.errors import AdnError, PowerSourceError
+from adn_edge.power.base import PowerSource
 from adn_edge.power.energy import PowerSample
 
 MODULE_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")

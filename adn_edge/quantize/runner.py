@@ -35,7 +35,7 @@ import numpy as np
 
 from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge import subnet as subnet_mod
-from adn_edge.errors import AdnError, AdnFailure
+from adn_edge.errors import AdnError, AdnFailure, AdnProblem
 from adn_edge.fileio import ensure_writable_dir, sha256_file, write_bytes
 from adn_edge.quantize import accuracy as acc_mod
 from adn_edge.quantize import defaults, qdq
@@ -232,7 +232,7 @@ def _quantize_one(directory: Path, man: dict[str, Any], code: str, method: qdq.M
                            "method": method.record(), "samples": data.count})
         step = "quantise"
         qmodel = qdq.quantize_graph(fp32_path, cache_file, method)
-    except (AdnError, AdnFailure, KeyboardInterrupt):
+    except (AdnProblem, KeyboardInterrupt):
         raise
     except Exception as exc:  # ONNX Runtime's tools raise plain exceptions
         raise AdnFailure(f"ONNX Runtime could not {step} sub-network {code} ({src_rec['path']}): "

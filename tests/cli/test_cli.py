@@ -154,3 +154,14 @@ def test_export_segments_refuses_recalibration(tiny_ckpt, tmp_path, capsys) -> N
     bad(["export", tiny_ckpt, "--arch", "resnet_tiny", "--subnet", "0000", "--segments", "--out", d], capsys,
         "BatchNorm recalibration (data: 'builtin')", "another directory")
     assert (sorted(p.name for p in d.iterdir()), (d / "manifest.json").read_bytes()) == before
+
+
+def test_one_error_hierarchy():
+    """Input problems exit 2, explained failures exit 1; the CLI catches their common base."""
+    from adn_edge.errors import AdnError, AdnFailure, AdnProblem, BuildFailure, ParityError, PowerSourceError
+
+    for cls in (BuildFailure, ParityError, PowerSourceError):
+        assert issubclass(cls, AdnFailure) and not issubclass(cls, AdnError) and cls.exit_code == 1
+    assert issubclass(AdnError, AdnProblem) and AdnError.exit_code == 2
+    e = PowerSourceError("tegrastats died.", "Check the board.")
+    assert e.paragraph() == "tegrastats died. Check the board." and str(e) == e.paragraph()
