@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from adn_edge.backends.onnxruntime.initializers import onnx_initializers
+from adn_edge.errors import AdnError
 from adn_edge.runtime import EngineSwitcher
-from adn_edge.backends.onnxruntime.runner import onnx_initializers
 from tests.runtime._helpers import TOL, rel_err
 
 
@@ -71,39 +74,204 @@ def test_global_thread_pool(model_dir, inputs, references, tmp_path):
     assert rel_err(np.load(tmp_path / "x.npy"), references["0110"][3]) <= TOL
 
 
+def _read(data: bytes) -> dict[str, np.ndarray]:
+    return {i.name: i.array for i in onnx_initializers(data)}
+
+
+def _assert_same_as_onnx(data: bytes, skipped: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Every initializer but ``skipped``, read as onnx.numpy_helper.to_array reads it:
+    same names in the same order, dtypes, shapes and bytes (bit for bit, NaN or not)."""
+    ours = _read(data)
+    theirs = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(data).graph.initializer
+              if t.name not in skipped}
+    assert list(ours) == list(theirs)
+    for name, ref in theirs.items():
+        got = ours[name]
+        assert got.dtype == ref.dtype and got.shape == ref.shape, (name, got.dtype, got.shape, ref.dtype, ref.shape)
+        assert got.tobytes() == ref.tobytes(), name
+    return ours
+
+
+def _graph_bytes(tensors: Sequence[onnx.TensorProto]) -> bytes:
+    return helper.make_model(helper.make_graph([], "g", [], [], initializer=list(tensors))).SerializeToString()
+
+
 def test_reader_matches_onnx_on_exported_graph(model_dir):
     data = (model_dir / "resnet_tiny_1010.onnx").read_bytes()
-    ours = {i.name: i.array for i in onnx_initializers(data)}
-    theirs = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(data).graph.initializer}
-    assert ours.keys() == theirs.keys()
-    for name, arr in theirs.items():
-        assert ours[name].dtype == arr.dtype and ours[name].shape == arr.shape
-        assert np.array_equal(ours[name], arr), name
+    ours = _assert_same_as_onnx(data)
+    assert "conv1.weight" in ours and "fc.bias" in ours
 
 
-def test_reader_handles_typed_fields_and_skips_external():
-    """Graphs written by other tools store small tensors in typed fields, not raw_data."""
-    rng = np.random.default_rng(0)
+_RNG = np.random.default_rng(0)
+_VALUES = {  # element type -> values covering its range (negative, large, special)
+    onnx.TensorProto.FLOAT: np.array([[0.5, -1.25, 3e38], [-0.0, np.inf, np.nan]], np.float32),
+    onnx.TensorProto.FLOAT16: np.array([[1.5, -2.0, 65504.0], [0.0, -0.0, 6e-8]], np.float16),
+    onnx.TensorProto.DOUBLE: np.array([1.5, -2.25, 1e300], np.float64),
+    onnx.TensorProto.INT8: np.array([[-128, -1, 0], [1, 64, 127]], np.int8),
+    onnx.TensorProto.UINT8: np.array([0, 1, 128, 255], np.uint8),
+    onnx.TensorProto.INT16: np.array([-32768, 7, 32767], np.int16),
+    onnx.TensorProto.UINT16: np.array([0, 7, 65535], np.uint16),
+    onnx.TensorProto.INT32: np.array([-(2**31), -7, 9, 2**31 - 1], np.int32),
+    onnx.TensorProto.INT64: np.array([-(2**63), -1, 0, 2**40, 2**63 - 1], np.int64),
+    onnx.TensorProto.UINT32: np.array([0, 2**32 - 1], np.uint32),
+    onnx.TensorProto.UINT64: np.array([0, 2**63 + 5, 2**64 - 1], np.uint64),
+    onnx.TensorProto.BOOL: np.array([True, False, True], np.bool_),
+}
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw_data", "typed_field"])
+@pytest.mark.parametrize("elem", list(_VALUES), ids=[onnx.TensorProto.DataType.Name(e) for e in _VALUES])
+def test_reader_matches_onnx_for_each_type_and_storage(elem, raw):
+    """raw_data is what the exporter writes; other tools keep small tensors in the typed
+    fields (float_data, int32_data for int8/uint8/float16/bool, int64_data, ...)."""
+    values = _VALUES[elem]
+    t = helper.make_tensor("t", elem, values.shape, values.tobytes() if raw else values.flatten().tolist(), raw=raw)
+    assert t.HasField("raw_data") == raw
+    ours = _assert_same_as_onnx(_graph_bytes([t]))
+    np.testing.assert_array_equal(ours["t"], values)
+
+
+def test_reader_scalars_empty_and_mixed_storage_in_one_graph():
+    f32 = _RNG.standard_normal((4, 3, 2, 2)).astype(np.float32)
     tensors = [
-        helper.make_tensor("f", onnx.TensorProto.FLOAT, [2, 3], rng.standard_normal(6).tolist(), raw=False),
-        helper.make_tensor("i64", onnx.TensorProto.INT64, [3], [-1, 0, 2**40], raw=False),
-        helper.make_tensor("i32", onnx.TensorProto.INT32, [2], [-7, 9], raw=False),
-        helper.make_tensor("d", onnx.TensorProto.DOUBLE, [2], [1.5, -2.25], raw=False),
-        helper.make_tensor("h", onnx.TensorProto.FLOAT16, [2], np.array([1, 2], np.float16).tobytes(), raw=True),
-        helper.make_tensor("scalar", onnx.TensorProto.FLOAT, [], [3.0], raw=False),
+        numpy_helper.from_array(f32, "conv.weight"),  # raw
+        helper.make_tensor("conv.bias", onnx.TensorProto.FLOAT, [4], [0.5, -1.0, 2.0, 0.0], raw=False),
+        helper.make_tensor("scalar_f", onnx.TensorProto.FLOAT, [], [3.0], raw=False),
+        helper.make_tensor("scalar_raw", onnx.TensorProto.INT64, [], np.int64(-5).tobytes(), raw=True),
+        helper.make_tensor("shape", onnx.TensorProto.INT64, [3], [-1, 0, 2**40], raw=False),
+        helper.make_tensor("empty", onnx.TensorProto.FLOAT, [0, 3], [], raw=False),
+        numpy_helper.from_array(np.zeros((2, 0), np.int32), "empty_raw"),
     ]
+    ours = _assert_same_as_onnx(_graph_bytes(tensors))
+    assert ours["scalar_f"].shape == () and ours["scalar_raw"] == -5 and ours["empty"].shape == (0, 3)
+    np.testing.assert_array_equal(ours["conv.weight"], f32)
+
+
+def test_reader_leaves_out_what_it_cannot_share():
+    """External data (never loaded), strings and types numpy cannot hand ONNX Runtime stay
+    unshared: their graph keeps its own copy."""
     ext = helper.make_tensor("ext", onnx.TensorProto.FLOAT, [1], [0.0])
     ext.ClearField("float_data")
     ext.data_location = onnx.TensorProto.EXTERNAL
-    ext.external_data.add(key="location", value="w.bin")
-    graph = helper.make_graph([], "g", [], [], initializer=[*tensors, ext])
-    data = helper.make_model(graph).SerializeToString()
-    ours = {i.name: i.array for i in onnx_initializers(data)}
-    assert "ext" not in ours
-    for t in tensors:
-        ref = numpy_helper.to_array(t)
-        assert ours[t.name].dtype == ref.dtype and ours[t.name].shape == ref.shape, t.name
-        assert np.array_equal(ours[t.name], ref), t.name
+    ext.external_data.add(key="location", value="does-not-exist.bin")
+    tensors = [
+        helper.make_tensor("keep", onnx.TensorProto.FLOAT, [1], [1.0]),
+        ext,
+        helper.make_tensor("s", onnx.TensorProto.STRING, [1], [b"x"]),
+        helper.make_tensor("bf16", onnx.TensorProto.BFLOAT16, [2], [1.0, 2.0]),
+        helper.make_tensor("", onnx.TensorProto.FLOAT, [1], [1.0]),
+    ]
+    assert list(_read(_graph_bytes(tensors))) == ["keep"]
+
+
+def test_reader_on_a_qdq_int8_graph(model_dir, tmp_path):
+    """A Q/DQ graph as `adn-edge quantize` writes them (ONNX Runtime's static quantizer):
+    int8 weights, int32 biases, float scales, scalar zero points, all shared, and a
+    session built on the shared tensors computes what a plain session computes."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from adn_edge.backends.onnxruntime.sessions import SessionFactory
+
+    batches = [{"input": _RNG.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.it, None)
+
+    out = tmp_path / "q.onnx"
+    quantize_static(str(model_dir / "resnet_tiny_1010.onnx"), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+    data = out.read_bytes()
+    ours = _assert_same_as_onnx(data)
+    kinds = {a.dtype for a in ours.values()}
+    assert {np.dtype(np.int8), np.dtype(np.int32), np.dtype(np.float32)} <= kinds
+    assert any(a.shape == () for a in ours.values())  # scalar zero points / scales
+
+    factory = SessionFactory(device="cpu", threads=1, prepack=True)
+    sess, names = factory.session(data, "q.onnx")
+    assert set(names) == set(ours)
+    plain = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    x = batches[0]["input"]
+    np.testing.assert_array_equal(sess.run(None, {"input": x})[0], plain.run(None, {"input": x})[0])
+    factory.shared.close()
+
+
+def test_reader_refuses_truncated_and_damaged_graphs(model_dir):
+    data = (model_dir / "resnet_tiny_1010.onnx").read_bytes()
+    biggest = max(onnx.load_from_string(data).graph.initializer, key=lambda t: len(t.raw_data))
+    inside = data.index(biggest.raw_data) + len(biggest.raw_data) // 2
+    for cut in (inside, len(data) - 1, 3):
+        with pytest.raises(AdnError, match="not a readable ONNX graph \\(truncated or damaged\\?\\)"):
+            _read(data[:cut])
+    with pytest.raises(AdnError, match="not a readable ONNX graph"):
+        _read(b"\xff" * 64)
+
+    short = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    short.raw_data = short.raw_data[:12]
+    with pytest.raises(AdnError, match="'w' holds 12 bytes, but 4 float32 values of shape \\[4\\] need 16"):
+        _read(_graph_bytes([short]))
+    typed = helper.make_tensor("t", onnx.TensorProto.FLOAT, [2, 2], [1.0, 2.0, 3.0, 4.0], raw=False)
+    del typed.float_data[-1]
+    with pytest.raises(AdnError, match="'t' does not hold its shape \\[2, 2\\]"):
+        _read(_graph_bytes([typed]))
+    negative = helper.make_tensor("n", onnx.TensorProto.FLOAT, [3], [1.0, 2.0, 3.0], raw=False)
+    negative.dims[0] = -1  # reshape(-1) would accept it
+    with pytest.raises(AdnError, match="'n' has a negative dimension \\[-1\\]"):
+        _read(_graph_bytes([negative]))
+
+
+def test_reader_on_every_prefix_of_a_graph():
+    """Cut anywhere, a graph either reads as a clean AdnError or (cut between fields) as
+    a prefix of its initializers, each intact: never a protobuf or numpy exception."""
+    tensors = [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "a"),
+               helper.make_tensor("b", onnx.TensorProto.INT64, [2], [-1, 2**40], raw=False),
+               numpy_helper.from_array(np.array([1, -2], np.int8), "c")]
+    data = _graph_bytes(tensors)
+    full = _read(data)
+    outcomes = set()
+    for cut in range(len(data)):
+        try:
+            got = _read(data[:cut])
+        except AdnError:
+            outcomes.add("error")
+            continue
+        outcomes.add("prefix")
+        assert list(got) == list(full)[:len(got)]
+        for name, arr in got.items():
+            assert arr.dtype == full[name].dtype and np.array_equal(arr, full[name])
+    assert outcomes == {"error", "prefix"}
+
+
+def test_runtime_without_onnx(model_dir):
+    """onnx is imported when weights are shared, not with the runtime: without it the
+    runtime imports, sharing fails with how to fix it, and share_weights=False opens."""
+    import subprocess
+    import sys
+
+    from tests._util import REPO
+
+    script = (
+        "import sys\n"
+        "sys.modules['onnx'] = None\n"
+        "import adn_edge.runtime\n"
+        "from adn_edge.runtime import EngineSwitcher\n"
+        "from adn_edge.errors import AdnError\n"
+        "try:\n"
+        "    EngineSwitcher.open(sys.argv[1], subnets=['0110'], threads=1)\n"
+        "    raise SystemExit('opened without onnx')\n"
+        "except AdnError as exc:\n"
+        "    assert 'pip install onnx' in str(exc) and 'share_weights=False' in str(exc), exc\n"
+        "with EngineSwitcher.open(sys.argv[1], subnets=['0110'], threads=1, share_weights=False) as sw:\n"
+        "    assert sw.infer(__import__('numpy').zeros((1, 3, 32, 32), 'float32')).shape[0] == 1\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(model_dir)], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
 def test_same_name_different_bytes_is_not_shared(model_dir, tmp_path):

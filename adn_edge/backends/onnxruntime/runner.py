@@ -1,464 +1,42 @@
-"""ONNX Runtime backend: one session per sub-network, weights and arena shared.
+"""The ``onnxruntime`` backend: one ONNX Runtime session per sub-network, all resident.
 
-Sixteen ResNet-50 sessions loaded the plain way hold sixteen copies of mostly the
-same weights (1.3 GB instead of ~0.15 GB). The exporter names every initializer
-stably (CONTRACTS.md section 3: same tensor, same name, in every graph), so this
-backend reads the initializers out of each graph, creates one ``OrtValue`` per
-distinct tensor, and hands it to every session that uses it with
-``SessionOptions.add_initializer``; ONNX Runtime then uses that buffer instead of
-its own copy. Same-named tensors are compared byte for byte before being shared,
-so a graph that broke the naming contract costs memory, never correctness.
-
-Activation memory is shared too: one arena registered in ONNX Runtime's
-environment (``create_and_register_allocator``) serves every session that sets
-``session.use_env_allocators``, instead of one arena per session each keeping its
-own peak.
+Why this exists: it is the runtime's CPU backend (and CUDA without TensorRT) over
+the monolithic graphs of a model directory (``onnx``, ``onnx_fp16`` or
+``onnx_int8``, docs/model-directory.md); :class:`SharedSessionsBackend` is what it
+has in common with ``onnxruntime-segmented`` (:mod:`.segmented`). Sessions come from
+:class:`~.sessions.SessionFactory`, which shares one buffer per distinct weight and
+one arena across all of them; :meth:`OnnxRuntimeBackend.verify_sharing` proves the
+sharing by perturbation instead of assuming it. Options: docs/runtime.md.
 
 What was measured (``benchmarks/bench_switcher.py``: ResNet50-ADN, 16 sub-networks,
 CPU, resident memory above the bare process after every sub-network ran once):
 all 16 shared 198 MB against 135 MB for one session alone (1.47x); 1747 MB with
 sharing off; 1631 MB for 16 default ``InferenceSession(path)``s (261 MB for one).
 The 16 graphs reference 1301 MB of weights, 144 MB of them distinct (one model:
-97 MB). The shared arena alone saves ~400 MB. Things that silently undo the
-sharing, hence the defaults here:
+97 MB). The shared arena alone saves ~400 MB.
 
-* ``graph_optimization="all"`` on CPU rewrites convolutions to the NCHWc layout
-  with *reordered copies* of their weights in each session (16 sessions: ~1.5 GB
-  again). ``extended`` (the default) keeps the shared buffers.
-* The Python ``InferenceSession`` keeps the model bytes it was created from for its
-  whole life; this backend drops that reference once the session exists.
-* Pre-packed weights (MLAS's GEMM layout) are per session: ~8 MB per ResNet-50
-  session for the classifier alone, and every linear layer of a transformer. ONNX
-  Runtime can share them only through a C-API container that Python does not
-  expose, and no latency difference was measurable on ResNet-50, so
-  ``prepack=False`` is the default.
-
-glibc also keeps the memory ONNX Runtime frees after loading (the parsed model)
-in its heap; the backend hands it back once all sessions exist (``malloc_trim``,
-~60-100 MB for ResNet-50).
-
-:meth:`OnnxRuntimeBackend.verify_sharing` proves the sharing rather than assuming
-it: it perturbs shared tensors in place and checks that every session's output
-moves. Module-level imports are numpy and the standard library: ``onnxruntime``
-is imported when a backend is constructed.
+Module-level imports are numpy and the standard library: ``onnxruntime`` is imported
+when a backend is constructed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adn_edge.backends.onnxruntime.sessions import SessionFactory, cuda_unready, opening, ort_unavailable, \
+    perturbation_probe, split_options
 from adn_edge.errors import AdnError
-from adn_edge.modeldir.manifest import read_verified
-from adn_edge.runtime.backend import Backend, register_backend, resident_bytes
+from adn_edge.runtime.backend import Backend, register_backend
 
 FILE_KEYS = {"fp32": "onnx", "fp16": "onnx_fp16", "int8": "onnx_int8"}
-OPT_LEVELS = ("disable", "basic", "extended", "all")
-THREAD_POOLS = ("session", "global")
-
-# ---------------------------------------------------------------------------
-# Reading initializers straight from the protobuf wire format. The runtime must not
-# need the ``onnx`` package on a robot, and only four message fields matter here.
-
-_DTYPES: dict[int, Any] = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32,
-                           7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}
-
-
-def _varint(buf: memoryview, i: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, i
-        shift += 7
-
-
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
-    i, n = 0, len(buf)
-    while i < n:
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        value: Any
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 1:
-            value, i = buf[i:i + 8], i + 8
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            value, i = buf[i:i + size], i + size
-        elif wire == 5:
-            value, i = buf[i:i + 4], i + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        yield number, wire, value
-
-
-def _packed_varints(value: Any, wire: int) -> list[int]:
-    if wire == 0:
-        return [value]
-    out, j = [], 0
-    while j < len(value):
-        x, j = _varint(value, j)
-        out.append(x - (1 << 64) if x >= 1 << 63 else x)
-    return out
-
-
-@dataclass
-class Initializer:
-    name: str
-    array: np.ndarray
-    """A view into the graph's bytes (not a copy): copy it before keeping it."""
-
-
-def _tensor(buf: memoryview) -> Initializer | None:
-    """One TensorProto, or None for a form not worth sharing (external data, strings)."""
-    dims: list[int] = []
-    dtype = name = None
-    raw = None
-    typed: dict[int, list[Any]] = {}
-    for number, wire, value in _fields(buf):
-        if number == 1:
-            dims += _packed_varints(value, wire)
-        elif number == 2:
-            dtype = value
-        elif number == 8:
-            name = bytes(value).decode("utf-8")
-        elif number == 9:
-            raw = value
-        elif number in (4, 5, 7, 10):
-            typed.setdefault(number, []).append((wire, value))
-        elif number == 14 and value == 1:  # data_location = EXTERNAL
-            return None
-    np_type = _DTYPES.get(dtype) if dtype is not None else None
-    if name is None or np_type is None:
-        return None
-    count = int(np.prod(dims)) if dims else 1
-    if raw is not None:
-        arr = np.frombuffer(raw, dtype=np.dtype(np_type).newbyteorder("<"))
-    elif dtype == 1 and 4 in typed:
-        arr = np.concatenate([np.frombuffer(v, "<f4") for _, v in typed[4]])
-    elif dtype == 11 and 10 in typed:
-        arr = np.concatenate([np.frombuffer(v, "<f8") for _, v in typed[10]])
-    elif dtype in (6, 7) and (5 in typed or 7 in typed):
-        vals = [x for w, v in typed.get(5 if dtype == 6 else 7, []) for x in _packed_varints(v, w)]
-        arr = np.asarray(vals, dtype=np_type)
-    elif count == 0:
-        arr = np.zeros(0, dtype=np_type)
-    else:
-        return None
-    if arr.size != count:
-        return None
-    return Initializer(name, arr.reshape(dims))
-
-
-def onnx_initializers(data: bytes) -> list[Initializer]:
-    """The graph-level initializers of a serialized ModelProto (ModelProto.graph = 7,
-    GraphProto.initializer = 5), as zero-copy views into ``data``."""
-    out = []
-    for number, _, graph in _fields(memoryview(data)):
-        if number == 7:
-            for gnum, _, tensor in _fields(graph):
-                if gnum == 5:
-                    init = _tensor(tensor)
-                    if init is not None:
-                        out.append(init)
-    return out
-
-
-# ---------------------------------------------------------------------------
-
-
-def _available() -> str | None:
-    try:
-        found = importlib.util.find_spec("onnxruntime") is not None
-    except (ImportError, ValueError):
-        found = False
-    return None if found else "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)."
-
-
-def cuda_unready(device: str | None) -> str | None:
-    """Why ONNX Runtime cannot serve ``device`` here: only ``cuda`` needs asking (the
-    CUDA execution provider of onnxruntime-gpu); the CPU provider is always there."""
-    if device != "cuda":
-        return None
-    providers = _import_ort().get_available_providers()
-    if "CUDAExecutionProvider" in providers:
-        return None
-    return f"this ONNX Runtime has no CUDA execution provider (it has: {', '.join(providers)})"
-
-
-def _import_ort() -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise AdnError(f"The onnxruntime backend needs ONNX Runtime ({exc}).",
-                       "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA).") from None
-    return ort
-
-
-_ENV_LOCK = threading.Lock()
-_ENV_ALLOCATORS: dict[str, bool] = {}
-_GLOBAL_POOL: dict[str, int | None] = {}
-
-
-def _register_env_allocator(ort: Any, device: str, device_id: int) -> bool:
-    """Register one arena in ONNX Runtime's process-wide environment (once per device).
-
-    Returns whether sessions can use it; a registration refused because one already
-    exists (another component did it first) still counts as usable.
-    """
-    key = f"{device}:{device_id}"
-    with _ENV_LOCK:
-        if key in _ENV_ALLOCATORS:
-            return _ENV_ALLOCATORS[key]
-        cfg = ort.OrtArenaCfg(0, -1, -1, -1)  # defaults: no cap, grow by powers of two
-        try:
-            if device == "cpu":
-                info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-                ort.create_and_register_allocator(info, cfg)
-            else:
-                info = ort.OrtMemoryInfo("Cuda", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, device_id,
-                                         ort.OrtMemType.DEFAULT)
-                ort.create_and_register_allocator_v2("CUDAExecutionProvider", info, {"device_id": str(device_id)}, cfg)
-            ok = True
-        except Exception as exc:  # noqa: BLE001 - ORT raises plain RuntimeError/Fail
-            ok = "already" in str(exc).lower()
-        _ENV_ALLOCATORS[key] = ok
-        return ok
-
-
-@dataclass
-class SharingStats:
-    tensors_referenced: int = 0
-    tensors_unique: int = 0
-    bytes_referenced: int = 0
-    """What the sessions would hold without sharing (every graph's own copy)."""
-    bytes_unique: int = 0
-    """What is actually allocated for weights."""
-    conflicts: list[str] = field(default_factory=list)
-    """Names that meant different bytes in different graphs (kept unshared)."""
-
-    def record(self) -> dict[str, Any]:
-        return {"tensors_referenced": self.tensors_referenced, "tensors_unique": self.tensors_unique,
-                "bytes_referenced": self.bytes_referenced, "bytes_unique": self.bytes_unique,
-                "conflicts": list(self.conflicts)}
-
-
-class SharedInitializers:
-    """One OrtValue per distinct (name, bytes) across every graph of a backend."""
-
-    def __init__(self, ort: Any, device: str, device_id: int) -> None:
-        self._ort = ort
-        self._device = device
-        self._device_id = device_id
-        self.arrays: dict[str, np.ndarray] = {}
-        self.values: dict[str, Any] = {}
-        self.users: dict[str, int] = {}
-        self.stats = SharingStats()
-
-    def _ortvalue(self, arr: np.ndarray) -> Any:
-        # Integer tensors are shape arguments that ONNX Runtime plans on the CPU even
-        # under CUDA; a device copy of those would not be used (it would copy back).
-        if self._device == "cuda" and arr.dtype.kind == "f":
-            return self._ort.OrtValue.ortvalue_from_numpy(arr, "cuda", self._device_id)
-        return self._ort.OrtValue.ortvalue_from_numpy(arr)
-
-    def attach(self, data: bytes) -> list[tuple[str, Any]]:
-        """(name, OrtValue) for every initializer of the serialized graph ``data`` that
-        can be shared, creating the values not seen in an earlier graph."""
-        used = []
-        for init in onnx_initializers(data):
-            arr = init.array
-            self.stats.tensors_referenced += 1
-            self.stats.bytes_referenced += arr.nbytes
-            have = self.arrays.get(init.name)
-            if have is None:
-                owned = np.array(arr, copy=True, order="C")  # own memory; `data` is dropped later
-                self.arrays[init.name] = owned
-                self.values[init.name] = self._ortvalue(owned)
-                self.users[init.name] = 0
-                self.stats.tensors_unique += 1
-                self.stats.bytes_unique += owned.nbytes
-            elif not (have.dtype == arr.dtype and have.shape == arr.shape
-                      and np.array_equal(have.reshape(-1).view(np.uint8), arr.reshape(-1).view(np.uint8))):
-                if init.name not in self.stats.conflicts:
-                    self.stats.conflicts.append(init.name)
-                continue  # this graph keeps its own copy
-            self.users[init.name] += 1
-            used.append((init.name, self.values[init.name]))
-        return used
-
-    def close(self) -> None:
-        self.values.clear()
-        self.arrays.clear()
-
-
-class SessionFactory:
-    """Builds ONNX Runtime sessions that share weights, arena and threads.
-
-    Shared by the monolithic and the segmented backends so both get the same
-    options, the same sharing and the same measurements.
-    """
-
-    def __init__(self, *, device: str | int = "auto", threads: int | None = None, thread_pool: str = "session",
-                 graph_optimization: str = "extended", prepack: bool = False, share_weights: bool = True,
-                 share_arena: bool = True) -> None:
-        ort = self.ort = _import_ort()
-        if graph_optimization not in OPT_LEVELS:
-            raise AdnError(f"graph_optimization must be one of {', '.join(OPT_LEVELS)}, not {graph_optimization!r}.")
-        if thread_pool not in THREAD_POOLS:
-            raise AdnError(f"thread_pool must be one of {', '.join(THREAD_POOLS)}, not {thread_pool!r}.")
-        if threads is not None and (not isinstance(threads, int) or threads < 0):
-            raise AdnError(f"threads must be a non-negative integer (0 = ONNX Runtime's default), not {threads!r}.")
-        self.device, self.device_id = self._device(device)
-        self.threads = threads
-        self.thread_pool = thread_pool
-        self.graph_optimization = graph_optimization
-        self.prepack = prepack
-        self.share_weights = share_weights
-        self.notes: list[str] = []
-        if self.device == "cuda":
-            self.providers: list[Any] = [("CUDAExecutionProvider", {"device_id": self.device_id}),
-                                         "CPUExecutionProvider"]
-        else:
-            self.providers = ["CPUExecutionProvider"]
-        self.env_allocator = share_arena and _register_env_allocator(ort, self.device, self.device_id)
-        if share_arena and not self.env_allocator:
-            self.notes.append("ONNX Runtime refused a shared arena; each session has its own")
-        if thread_pool == "global":
-            self._global_pool(threads)
-        self.shared = SharedInitializers(ort, self.device, self.device_id)
-
-    def _device(self, device: str | int) -> tuple[str, int]:
-        available = self.ort.get_available_providers()
-        if isinstance(device, int) and not isinstance(device, bool):
-            device = f"cuda:{device}"
-        text = str(device).lower()
-        if text == "auto":
-            return ("cuda", 0) if "CUDAExecutionProvider" in available else ("cpu", 0)
-        if text == "cpu":
-            return "cpu", 0
-        if text.startswith("cuda"):
-            idx = text.partition(":")[2]
-            if "CUDAExecutionProvider" not in available:
-                raise AdnError(f"device={device!r} was asked for, but this ONNX Runtime has no CUDA execution "
-                               f"provider (it has: {', '.join(available)}).",
-                               "pip install onnxruntime-gpu (matching your CUDA), or use device='cpu'.")
-            if idx and not idx.isdigit():
-                raise AdnError(f"device={device!r} is not a device: use 'cpu', 'cuda' or 'cuda:N'.")
-            return "cuda", int(idx or 0)
-        raise AdnError(f"device={device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
-
-    def _global_pool(self, threads: int | None) -> None:
-        """ONNX Runtime's global pool is one per process and, once created, mandatory for
-        every later session in it; its size is fixed by the first caller."""
-        size = threads or 0
-        with _ENV_LOCK:
-            if "intra" not in _GLOBAL_POOL:
-                self.ort.set_global_thread_pool_sizes(size, 1)
-                _GLOBAL_POOL["intra"] = size
-            elif _GLOBAL_POOL["intra"] != size:
-                self.notes.append(f"the process-wide thread pool already has {_GLOBAL_POOL['intra']} threads "
-                                  f"(set by the first backend that asked); threads={threads} is ignored")
-
-    def _use_global_pool(self) -> bool:
-        if self.thread_pool == "session" and "intra" in _GLOBAL_POOL:
-            self.thread_pool = "global"
-            self.notes.append("this process already has ONNX Runtime's global thread pool, which every session "
-                              "must then use: thread_pool='session' and threads are ignored")
-        return self.thread_pool == "global"
-
-    def options(self) -> Any:
-        ort = self.ort
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[self.graph_optimization]
-        if self._use_global_pool():
-            so.use_per_session_threads = False
-        elif self.threads:
-            so.intra_op_num_threads = self.threads
-            so.inter_op_num_threads = 1
-        if not self.prepack:
-            so.add_session_config_entry("session.disable_prepacking", "1")
-        if self.env_allocator:
-            so.add_session_config_entry("session.use_env_allocators", "1")
-        return so
-
-    def open_verified(self, directory: Path, record: dict[str, Any]) -> tuple[Any, list[str], int]:
-        """A session for a manifest-listed graph, its bytes checked against the sha256 as
-        they are read; returns (session, shared names it uses, file size). The bytes are
-        not kept: ONNX Runtime holds what it needs."""
-        data = read_verified(directory, record)
-        sess, names = self.session(data, record["path"])
-        return sess, names, len(data)
-
-    def session(self, data: bytes, label: str) -> tuple[Any, list[str]]:
-        """A session for the serialized graph ``data``; returns it and the shared names it uses."""
-        used = self.shared.attach(data) if self.share_weights else []
-
-        def create() -> Any:
-            so = self.options()
-            for name, value in used:
-                so.add_initializer(name, value)
-            return self.ort.InferenceSession(data, so, providers=self.providers)
-
-        try:
-            try:
-                sess = create()
-            except Exception as exc:  # noqa: BLE001
-                if "global thread pool" not in str(exc) or "intra" in _GLOBAL_POOL:
-                    raise
-                _GLOBAL_POOL["intra"] = None  # created outside adn-edge: every session must follow it
-                sess = create()
-        except Exception as exc:  # noqa: BLE001 - ORT's own exception types
-            raise AdnError(f"ONNX Runtime cannot load {label}: {str(exc).strip().splitlines()[0]}",
-                           "Re-export the model directory with this adn-edge.") from None
-        # The Python wrapper keeps the bytes it was built from for a fallback that we
-        # disable; without this, every session pins a full copy of its graph's weights.
-        if hasattr(sess, "disable_fallback"):
-            sess.disable_fallback()
-        if getattr(sess, "_model_bytes", None) is data:
-            sess._model_bytes = None
-        return sess, [name for name, _ in used]
-
-    def describe(self) -> dict[str, Any]:
-        return {"device": self.device if self.device == "cpu" else f"cuda:{self.device_id}",
-                "providers": [p if isinstance(p, str) else p[0] for p in self.providers],
-                "onnxruntime": self.ort.__version__, "threads": self.threads, "thread_pool": self.thread_pool,
-                "graph_optimization": self.graph_optimization, "prepack": self.prepack,
-                "shared_arena": bool(self.env_allocator), "shared_weights": self.share_weights,
-                "sharing": self.shared.stats.record(), "notes": list(self.notes)}
-
-
-_FACTORY_OPTIONS = ("device", "threads", "thread_pool", "graph_optimization", "prepack", "share_weights",
-                    "share_arena")
-
-
-def split_options(options: dict[str, Any], own: Sequence[str], backend: str) -> dict[str, Any]:
-    """Factory options out of ``options``; anything unknown is a user mistake, said so."""
-    unknown = sorted(set(options) - set(_FACTORY_OPTIONS) - set(own))
-    if unknown:
-        accepted = ", ".join(sorted({*_FACTORY_OPTIONS, *own}))
-        raise AdnError(f"The {backend} backend has no option {', '.join(map(repr, unknown))}.",
-                       f"Its options are: {accepted}.")
-    return {k: options[k] for k in _FACTORY_OPTIONS if k in options}
 
 
 def precision_key(precision: str | None) -> str:
+    """The manifest's file key for the graphs of ``precision`` (default fp32)."""
     p = (precision or "fp32").lower()
     if p not in FILE_KEYS:
         raise AdnError(f"The onnxruntime backend runs precision fp32, fp16 or int8 graphs, not {precision!r}.",
@@ -466,72 +44,44 @@ def precision_key(precision: str | None) -> str:
     return FILE_KEYS[p]
 
 
-def _differs(a: np.ndarray, b: np.ndarray) -> bool:
-    scale = float(np.max(np.abs(b))) or 1.0
-    return bool(np.max(np.abs(a.astype(np.float64) - b)) > 1e-4 * scale)
+class SharedSessionsBackend(Backend):
+    """What both ONNX Runtime backends share (this one and ``onnxruntime-segmented``):
+    sessions from one :class:`~.sessions.SessionFactory` (it checks each file against
+    the manifest as it reads it), CUDA asked about only when wanted, the sharing
+    described, and released after the sessions that use it."""
+
+    verifies_artifacts = True
+    factory: SessionFactory
+    precision: str
+    file_bytes = 0
+    rss_open_bytes: int | None = None
+    """Resident memory the sessions added, set by :func:`~.sessions.opening`."""
+    sharing_probe: dict[str, Any] | None = None
+    """The last :func:`~.sessions.perturbation_probe` result (``verify_sharing``), if any."""
+
+    @classmethod
+    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
+        return cuda_unready(device)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(self.factory.describe())
+        d.update({"precision": self.precision, "graph_bytes": self.file_bytes, "rss_open_bytes": self.rss_open_bytes,
+                  "sharing_probe": self.sharing_probe})
+        return d
+
+    def _drop_sessions(self) -> None:
+        """Forget every session (called before the shared buffers they point into go)."""
+
+    def close(self) -> None:
+        self._drop_sessions()
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.shared.close()
 
 
-@contextlib.contextmanager
-def opening(backend: Any) -> Iterator[None]:
-    """The frame around creating a backend's sessions: on failure close what was
-    opened; on success hand freed heap back to the OS and record the resident memory
-    the sessions added (``backend.rss_open_bytes``), so sharing is measured, not assumed."""
-    rss0 = resident_bytes()
-    try:
-        yield
-    except BaseException:
-        backend.close()
-        raise
-    release_freed_heap()
-    rss1 = resident_bytes()
-    backend.rss_open_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
-
-
-def release_freed_heap() -> None:
-    """Return freed heap memory to the OS (glibc only; elsewhere a no-op)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def perturbation_probe(run: Any, units: Sequence[str], names: Sequence[str], shared: SharedInitializers,
-                       batch: np.ndarray) -> dict[str, Any]:
-    """Does each unit (session) read the shared buffers, or a copy of its own?
-
-    Adds noise to each named shared tensor *in place*, runs every unit that uses
-    it and checks its output moved, then restores the tensor and checks the output
-    is back bit for bit. A session that copied the tensor (layout transforms, device
-    copies) does not move. Call only while nothing else runs: it edits weights.
-    """
-    base = {u: run(u, batch) for u in units}
-    result: dict[str, Any] = {"tensors": {}, "sessions_checked": len(units)}
-    for name in names:
-        value, arr = shared.values[name], shared.arrays[name]
-        original = arr.copy()
-        # Random, not constant: a constant added to a weight shifts every channel of a
-        # token alike, which the LayerNorm after it removes (ViT, Swin), hiding the edit.
-        noise = np.random.default_rng(0).standard_normal(arr.shape)
-        bumped = (original + noise * max(float(np.std(original)), 1e-2)).astype(arr.dtype)
-        try:
-            value.update_inplace(bumped)
-            moved = {u: _differs(run(u, batch), base[u]) for u in units}
-        finally:
-            value.update_inplace(original)
-        restored = not any(_differs(run(u, batch), base[u]) for u in units)
-        result["tensors"][name] = {"sessions": len(units), "reading_shared_buffer": sum(moved.values()),
-                                   "copies": sorted(u for u, m in moved.items() if not m), "restored": restored}
-    result["ok"] = bool(names) and all(t["reading_shared_buffer"] == t["sessions"] and t["restored"]
-                                       for t in result["tensors"].values())
-    if not names:
-        result["note"] = "no shared tensor to probe (share_weights=False?)"
-    return result
-
-
-@register_backend("onnxruntime", available=_available, priority=20)
-class OnnxRuntimeBackend(Backend):
+@register_backend("onnxruntime", available=ort_unavailable, priority=20)
+class OnnxRuntimeBackend(SharedSessionsBackend):
     """Options: ``precision`` (fp32 | fp16 | int8 graphs), ``device`` (auto | cpu |
     cuda | cuda:N | N), ``threads`` (intra-op threads; None = ONNX Runtime's
     default), ``thread_pool`` (``session``: one pool per session; ``global``: one
@@ -543,8 +93,6 @@ class OnnxRuntimeBackend(Backend):
     ``share_arena`` (both default on; off only to measure what they save),
     ``check_sharing`` (run :meth:`verify_sharing` at open and refuse to open if a
     session copied a shared tensor)."""
-
-    verifies_artifacts = True
 
     @classmethod
     def artifacts(cls, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> list[dict[str, Any]]:
@@ -558,10 +106,6 @@ class OnnxRuntimeBackend(Backend):
                                "Export it (fp16 graphs: `adn-edge export --fp16`), or open another precision.")
             out.append(files[key])
         return out
-
-    @classmethod
-    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
-        return cuda_unready(device)
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
                  precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:
@@ -584,7 +128,6 @@ class OnnxRuntimeBackend(Backend):
                 self.file_bytes += nbytes
                 self._check_io(sess, records[code]["path"])
                 self._sessions[code] = sess
-        self.sharing_probe: dict[str, Any] | None = None
         if check_sharing:
             probe = self.verify_sharing()
             if not probe["ok"]:
@@ -618,16 +161,5 @@ class OnnxRuntimeBackend(Backend):
         self.sharing_probe = perturbation_probe(self.run, list(self._sessions), names, shared, batch)
         return self.sharing_probe
 
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        d.update(self.factory.describe())
-        d.update({"precision": self.precision, "graph_bytes": self.file_bytes, "rss_open_bytes": self.rss_open_bytes,
-                  "sharing_probe": self.sharing_probe})
-        return d
-
-    def close(self) -> None:
-        # Sessions first: they point into the shared buffers.
+    def _drop_sessions(self) -> None:
         getattr(self, "_sessions", {}).clear()
-        factory = getattr(self, "factory", None)
-        if factory is not None:
-            factory.shared.close()

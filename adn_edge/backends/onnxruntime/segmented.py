@@ -32,18 +32,19 @@ parts of two sub-networks, whatever ``switch`` does meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from adn_edge.modeldir import manifest as manifest_mod
-from adn_edge.errors import AdnError
-from adn_edge.modeldir.manifest import SEGMENT_KINDS
-from adn_edge.runtime.backend import Backend, register_backend
-from adn_edge.backends.onnxruntime.runner import SessionFactory, _available, cuda_unready, opening, perturbation_probe, \
+from adn_edge.backends.onnxruntime.runner import SharedSessionsBackend
+from adn_edge.backends.onnxruntime.sessions import SessionFactory, opening, ort_unavailable, perturbation_probe, \
     split_options
+from adn_edge.errors import AdnError
+from adn_edge.modeldir import manifest as manifest_mod
+from adn_edge.modeldir.manifest import SEGMENT_KINDS
+from adn_edge.runtime.backend import register_backend
 
 FILE_KEYS = {"fp32": "files", "fp16": "files_fp16"}
 
@@ -71,25 +72,20 @@ def files_key(seg: dict[str, Any], precision: str | None) -> str:
     return key
 
 
-@register_backend("onnxruntime-segmented", available=_available, priority=19)
-class SegmentedOnnxRuntimeBackend(Backend):
+@register_backend("onnxruntime-segmented", available=ort_unavailable, priority=19)
+class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
     """ONNX Runtime over segment graphs. Options: as the ``onnxruntime`` backend
     (``device``, ``threads``, ``thread_pool``, ``graph_optimization``, ``prepack``,
     ``share_weights``, ``share_arena``, ``check_sharing``) and ``precision`` (fp32 or
     fp16, see :func:`files_key`)."""
 
     segmented = True
-    verifies_artifacts = True
 
     @classmethod
     def artifacts(cls, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> list[dict[str, Any]]:
         seg = segments_record(manifest)
         key = files_key(seg, options.get("precision"))
         return [part[key][kind] for part in seg["parts"] for kind in SEGMENT_KINDS.values()]
-
-    @classmethod
-    def unready(cls, manifest: Mapping[str, Any] | None, device: str | None) -> str | None:
-        return cuda_unready(device)
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
                  precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:
@@ -120,7 +116,6 @@ class SegmentedOnnxRuntimeBackend(Backend):
                 self._chain.append(forms)
                 self._used.append(used)
         self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
-        self.sharing_probe: dict[str, Any] | None = None
         if check_sharing and not self.verify_sharing()["ok"]:
             probe = self.sharing_probe
             self.close()
@@ -155,15 +150,9 @@ class SegmentedOnnxRuntimeBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(self.factory.describe())
-        d.update({"precision": self.precision, "segments": len(self._chain) * 2, "graph_bytes": self.file_bytes,
-                  "rss_open_bytes": self.rss_open_bytes, "sharing_probe": self.sharing_probe})
+        d["segments"] = len(self._chain) * 2
         return d
 
-    def close(self) -> None:
+    def _drop_sessions(self) -> None:
         for forms in getattr(self, "_chain", []):
             forms.clear()
-        factory = getattr(self, "factory", None)
-        if factory is not None:
-            factory.shared.close()
-
