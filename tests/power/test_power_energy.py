@@ -16,7 +16,7 @@ from adn_edge.power import (
     per_inference,
     window_power,
 )
-from adn_edge.power.tegrastats import parse_line
+from adn_edge.power.tegrastats_format import parse_line
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tegrastats"
 

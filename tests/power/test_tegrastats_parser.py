@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adn_edge.power.tegrastats import ParseFailure, TegrastatsReading, parse_line
+from adn_edge.power.tegrastats_format import ParseFailure, TegrastatsReading, parse_line
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tegrastats"
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"tegrastats fixtures not found at {FIXTURES}")
