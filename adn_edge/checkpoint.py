@@ -1,6 +1,6 @@
 """Loading and saving ADN weights, safely.
 
-Accepted inputs (ADN_FORMAT.md section 6):
+Accepted inputs (docs/official-format.md section 6):
 
 * the official released weights: a plain state dict (``.pth``);
 * official training checkpoints (``checkpoint.pth``, ``model_N.pth``): a dict with

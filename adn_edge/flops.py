@@ -1,6 +1,6 @@
 """Multiply-accumulates and parameters per sub-network.
 
-Convention (CONTRACTS.md section 3, matching the official README's GFLOPs column to
+Convention (docs/model-directory.md, matching the official README's GFLOPs column to
 within 1% for ResNet/ViT/Swin): multiply-accumulates of convolutions, linear layers
 and attention matrix products (QK^T and AV), batch 1; norms, activations, pooling and
 biases are not counted. Parameters are those the sub-network *reads* in the unfolded

@@ -1,4 +1,4 @@
-"""Sub-network codes (CONTRACTS.md section 1).
+"""Sub-network codes (docs/checkpoints.md, "Sub-network codes").
 
 A model with S skippable stages has 2^S sub-networks. Internally a sub-network is
 always its *canonical code*: S characters of ``0``/``1``, first character = stage

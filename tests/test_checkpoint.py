@@ -1,4 +1,4 @@
-"""Checkpoint containers (ADN_FORMAT.md section 6), always with weights_only loading."""
+"""Checkpoint containers (docs/official-format.md section 6), always with weights_only loading."""
 
 from __future__ import annotations
 

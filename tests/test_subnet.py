@@ -1,4 +1,4 @@
-"""Sub-network code parsing (CONTRACTS.md section 1)."""
+"""Sub-network code parsing (docs/checkpoints.md, "Sub-network codes")."""
 
 import pytest
 

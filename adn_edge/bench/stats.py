@@ -47,7 +47,7 @@ class LatencyStats:
     warning: str | None
 
     def latency_ms(self) -> dict[str, float]:
-        """The report's ``latency_ms`` block (CONTRACTS.md section 3, plus ``std``)."""
+        """The report's ``latency_ms`` block (docs/model-directory.md, plus ``std``)."""
         return {"mean": self.mean_ms, "p50": self.p50_ms, "p90": self.p90_ms, "p99": self.p99_ms,
                 "min": self.min_ms, "max": self.max_ms, "std": self.std_ms}
 

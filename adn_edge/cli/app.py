@@ -1,7 +1,7 @@
 """The ``adn-edge`` command: a typer app whose commands are thin calls into the library.
 
 Each command lives in its own module under ``adn_edge/cli/`` and registers itself
-through :func:`command_modules`. Error policy (CONTRACTS.md section 4): an
+through :func:`command_modules`. Error policy (docs/cli.md): an
 :class:`~adn_edge.errors.AdnError` prints one paragraph and exits 2; anything else is a
 bug, prints a short traceback summary and exits 1.
 """

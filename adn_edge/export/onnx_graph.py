@@ -76,7 +76,7 @@ class TransposeIndex:
 
 
 def rename_initializers(model: onnx.ModelProto, known: dict[str, str], transposes: TransposeIndex | None) -> None:
-    """Give every initializer its stable name (CONTRACTS.md section 3), in place.
+    """Give every initializer its stable name (docs/model-directory.md), in place.
 
     Known parameters take their stable names; folded transposes take ``<param>.T``;
     any other constant is named by its content digest (``const.<sha>``), which

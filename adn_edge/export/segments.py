@@ -15,7 +15,7 @@ runtime's ``segmented=True`` mode and ``benchmarks/bench_switcher.py`` measure i
 
 Graphs chain by tensor name: part 0 reads ``input``, part k writes ``x{k+1}``,
 which part k+1 reads, and part S-1 writes ``logits``. Initializers carry the same
-stable names as in the monolithic graphs (CONTRACTS.md section 3), because they are
+stable names as in the monolithic graphs (docs/model-directory.md), because they are
 built with the same :class:`~adn_edge.materialize.Folder`.
 
 Like the monolithic export, nothing is written unless every one of the 2^S chains

@@ -1,4 +1,4 @@
-"""``manifest.json``: the one index of a model directory (CONTRACTS.md section 3).
+"""``manifest.json``: the one index of a model directory (docs/model-directory.md).
 
 Export creates it, build adds engines to it, eval and bench add results beside it,
 and the runtime trusts nothing that it does not list (every file is checked against

@@ -43,7 +43,7 @@ class ADNModel(nn.Module):
         n = self.num_skippable_stages
         if skip is None:
             return [self.default_skip_all] * n
-        flags = [bool(s == True) for s in skip]  # noqa: E712 - official semantics (see ADN_FORMAT 1.1)
+        flags = [bool(s == True) for s in skip]  # noqa: E712 - official semantics (see docs/official-format.md 1.1)
         if len(flags) != n:
             raise AdnError(f"{self.arch} has {n} skippable stages but a skip list of {len(flags)} was given.")
         return flags

@@ -1,4 +1,4 @@
-"""MobileNetV2-ADN (ADN_FORMAT.md section 3).
+"""MobileNetV2-ADN (docs/official-format.md section 3).
 
 The arithmetic is torchvision's MobileNetV2 (width 1.0, ReLU6, BN eps 1e-5), but the
 module paths are the official ADN ones, so official state dicts load strictly: each
@@ -115,7 +115,7 @@ class MobileNetV2ADN(ADNModel):
     ``features`` = stem unit, one entry per row of ``setting`` (a single block for
     one-block rows, a ``Sequential`` stage otherwise), last 1x1 unit. Rows with
     n >= 2 are the skippable stages, in order; everything else follows the nearest
-    end's flag (ADN_FORMAT.md section 3). Every mandatory layer has twins.
+    end's flag (docs/official-format.md section 3). Every mandatory layer has twins.
     """
 
     num_skippable_stages = 5

@@ -4,7 +4,7 @@ Used by tests, benchmarks and ``--random-init``: every norm gets its own random
 affine and running statistics (so a twin mix-up or a folding error changes the
 logits by orders of magnitude, not by float noise), and residual branches are
 damped (norm scales < 1) so that deep random networks do not amplify rounding
-(ADN_FORMAT.md section 7). Integer buffers (indices, counters) are architecture,
+(docs/official-format.md section 7). Integer buffers (indices, counters) are architecture,
 not weights, and are kept.
 """
 

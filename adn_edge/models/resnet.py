@@ -1,4 +1,4 @@
-"""ResNet-ADN (ADN_FORMAT.md section 2) and our small CIFAR-size ResNet-ADN.
+"""ResNet-ADN (docs/official-format.md section 2) and our small CIFAR-size ResNet-ADN.
 
 Key names and registration order follow the official ``models/resnet.py`` exactly, so
 official state dicts load strictly (checked against the keys fixtures): a mandatory

@@ -1,4 +1,4 @@
-"""Swin-T-ADN (ADN_FORMAT.md section 5).
+"""Swin-T-ADN (docs/official-format.md section 5).
 
 torchvision's Swin-T (v1) arithmetic under the official ADN module paths: ``pre.0``
 (patch conv), ``pre.2`` (its LayerNorm), ``features.0/2/4/6`` the four stages and
@@ -13,7 +13,7 @@ windows): the MAC counter divides by the first dimension. Window attention is
 computed on ``[B, windows, heads, tokens, head_dim]`` for the same reason.
 
 ``skip=None`` is accepted and means the super-net, like an omitted ``skip``; the
-official model raises ``TypeError`` there (ADN_FORMAT 1.1), which no caller relies on.
+official model raises ``TypeError`` there (docs/official-format.md 1.1), which no caller relies on.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ViT-B/16-ADN (ADN_FORMAT.md section 4).
+"""ViT-B/16-ADN (docs/official-format.md section 4).
 
 Key names are torchvision's ViT-B/16 plus the ``ln_1_skip``/``ln_2_skip`` twins of
 the mandatory layers, registered after ``mlp`` so that the state-dict order is the
@@ -14,7 +14,7 @@ cannot see, and its fast path depends on the PyTorch build. Plain
 linear/matmul/softmax ops count exactly and export as ordinary ONNX ops.
 
 ``skip=None`` is accepted and means the super-net, like an omitted ``skip``; the
-official model raises ``TypeError`` there (ADN_FORMAT 1.1), which no caller relies on.
+official model raises ``TypeError`` there (docs/official-format.md 1.1), which no caller relies on.
 """
 
 from __future__ import annotations

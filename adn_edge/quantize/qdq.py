@@ -27,7 +27,7 @@ The recipe, and why each choice (see the package docstring for the library choic
   QuantizeLinear nodes back into one at load time; distinct scale initializer names
   (same values) keep them apart. See :func:`_separate_shared_quantizers`.
 * every initializer the quantiser created is named by its content
-  (``<name>.<sha256[:12]>``): INT8 graphs keep CONTRACTS.md's naming rule (same name
+  (``<name>.<sha256[:12]>``): INT8 graphs keep the naming rule of docs/model-directory.md (same name
   <=> same bytes across the sub-networks of a checkpoint), so the runtime still shares
   identical INT8 weights between sessions, and the per-sub-network activation scales,
   which differ, never collide under one name.

@@ -3,7 +3,7 @@
 Inputs, all read from the model directory (the runtime never needs the training
 code to decide):
 
-* ``bench-<device>.json`` (CONTRACTS.md section 3, written by ``adn-edge bench``):
+* ``bench-<device>.json`` (docs/model-directory.md, written by ``adn-edge bench``):
   latency per sub-network (``latency_ms.{mean,p50,p90,p99,...}``) and, when a power
   meter was used, ``energy_mj`` (``null`` otherwise). ``bench-<device>-segmented.json``
   (``adn-edge bench --segmented``) is a segmented run's; :func:`find_bench` gives
@@ -191,7 +191,7 @@ class Policy:
                 and all((c.latency_ms if r == "latency" else c.energy_mj) is not None for r in by)]
 
     def fastest_within(self, latency_ms: float, **kwargs: Any) -> str:
-        """CONTRACTS.md section 5's name: the sub-network to run so that inference fits
+        """The contract's name (docs/runtime.md): the sub-network to run so that inference fits
         ``latency_ms``; of those that fit, the most accurate (see most_accurate_within)."""
         return self.most_accurate_within(latency_ms=latency_ms, **kwargs)
 

@@ -7,7 +7,7 @@ the manifest is validated, every artifact is checked against its sha256, every
 sub-network is made ready by the backend and run once (first-run allocations and
 lazy initialisation happen before the loop starts, not at the first switch).
 
-Thread safety (CONTRACTS.md section 5) comes from one rule: the active
+Thread safety (docs/runtime.md) comes from one rule: the active
 sub-network is a single string attribute, replaced atomically by ``switch`` and
 read exactly once by each ``infer``. So an inference runs wholly on the code that
 was active when it began, and ``switch`` never takes a lock that ``infer`` holds:

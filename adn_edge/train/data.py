@@ -14,7 +14,7 @@ Both have a *fixed* stratified train/test split (seed 0), so every accuracy that
 adn-edge prints for them is comparable across runs and machines. Images are scaled to
 [0, 1], resized to the model's input size, replicated to 3 channels and normalised
 with the architecture's mean/std from the registry: exactly what an exported graph
-expects (CONTRACTS section 3: no normalisation inside the graph).
+expects (docs/model-directory.md: no normalisation inside the graph).
 
 User data is an ImageFolder directory (``DIR/<class>/<image>``, or ``DIR/train/...``
 and ``DIR/val/...``), decoded with Pillow. Every way such a directory can be wrong

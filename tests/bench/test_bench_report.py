@@ -1,4 +1,4 @@
-"""bench-<device>.json (CONTRACTS.md section 3), its CSV and table."""
+"""bench-<device>.json (docs/model-directory.md), its CSV and table."""
 
 from __future__ import annotations
 

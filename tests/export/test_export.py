@@ -1,4 +1,4 @@
-"""Export: graphs, parity, stable names, metadata, manifest (CONTRACTS.md section 3).
+"""Export: graphs, parity, stable names, metadata, manifest (docs/model-directory.md).
 
 Uses the small ``resnet_tiny`` with random well-conditioned weights whose
 ``_skip`` twins differ from their main norms, so a folding or twin mistake fails
@@ -136,7 +136,7 @@ def test_parity_failure_writes_nothing(model, tmp_path, monkeypatch) -> None:
 
 
 def test_official_models_record_the_official_eval_resize() -> None:
-    """ImageNet evaluation: shorter side 256, centre crop 224 (ADN_FORMAT 1.4)."""
+    """ImageNet evaluation: shorter side 256, centre crop 224 (docs/official-format.md 1.4)."""
     from adn_edge.models import get_spec
     from adn_edge.train.data import preprocess_for_arch
 
@@ -145,7 +145,7 @@ def test_official_models_record_the_official_eval_resize() -> None:
 
 
 def test_manifest_records_the_arch_resampling(tmp_path) -> None:
-    """Swin-T's evaluation resize is bicubic (ADN_FORMAT 1.4); calibration and `eval` of
+    """Swin-T's evaluation resize is bicubic (docs/official-format.md 1.4); calibration and `eval` of
     the exported directory read it from the manifest."""
     from adn_edge.modeldir import manifest
     from adn_edge.modeldir.preprocess import Preprocess as CalibPreprocess

@@ -90,7 +90,7 @@ def test_skip_omitted_or_none_is_base_net(model: MobileNetV2ADN) -> None:
 
 
 def test_official_flag_truthiness(model: MobileNetV2ADN) -> None:
-    """Only values ``== True`` skip: 1 does, the string "True" does not (ADN_FORMAT 1.1)."""
+    """Only values ``== True`` skip: 1 does, the string "True" does not (docs/official-format.md 1.1)."""
     x = _x()
     with torch.no_grad():
         assert torch.equal(model(x, skip=[1] * 5), model(x, skip=[True] * 5))

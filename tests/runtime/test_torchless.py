@@ -1,4 +1,4 @@
-"""The runtime runs on a robot without torch (CONTRACTS.md section 5).
+"""The runtime runs on a robot without torch (docs/runtime.md).
 
 A subprocess installs an import hook that makes ``import torch`` fail (as on a
 robot without it) and records who tried to import it (looking a package up with

@@ -252,7 +252,7 @@ def engine_record(
     timing_cache: str | None,
     calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest entry for a freshly written engine (CONTRACTS.md section 3)."""
+    """The manifest entry for a freshly written engine (docs/model-directory.md)."""
     path = directory / job.engine
     rec: dict[str, Any] = {
         "path": job.engine,
