@@ -52,6 +52,7 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samp
     from adn_edge.bench.harness import BenchOptions, run_bench
     from adn_edge.data import EMBEDDED_NAME, load_embedded
     from adn_edge.export import Exporter, ExportOptions
+    from adn_edge.modeldir import ModelDir
     from adn_edge.modeldir.pareto import pareto_front
     from adn_edge.runtime import EngineSwitcher
     from adn_edge.train.data import load_builtin
@@ -81,8 +82,9 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samp
     lap("export")
 
     log("2/5 eval: every sub-network on the built-in test split (ONNX Runtime)")
-    test = load_builtin("digits", "test", preprocess_for_directory(out))
-    ev = evaluate_directory(out, test, "all", backend="onnxruntime", iterate=iterate)
+    opened = ModelDir.open(out)  # read and validated once, handed to every step below
+    test = load_builtin("digits", "test", preprocess_for_directory(opened))
+    ev = evaluate_directory(opened, test, "all", backend="onnxruntime", iterate=iterate)
     write_eval(out, ev, merge=False)
     result.accuracy = {c: a.top1 for c, a in ev.subnets.items()}
     lo, hi = min(result.accuracy.values()), max(result.accuracy.values())
@@ -90,12 +92,12 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samp
     lap("eval")
 
     log("3/5 bench: latency of every sub-network on this CPU (ONNX Runtime, batch 1)")
-    result.bench = run_bench(out, BenchOptions(device="cpu", power="none", iterations=iterations,
+    result.bench = run_bench(opened, BenchOptions(device="cpu", power="none", iterations=iterations,
                                                warmup_s=0.2, threads=threads), iterate=iterate)
     lap("bench")
 
     log("4/5 switch: an EngineSwitcher holds all sub-networks; the latency budget moves")
-    with EngineSwitcher.open(out, backend="onnxruntime", subnets="all") as sw:
+    with EngineSwitcher.open(opened, backend="onnxruntime", subnets="all") as sw:
         # Budgets are deadlines, so the policy compares them with tail latency (p99).
         lat = {c: e["latency_ms"]["p99"] for c, e in result.bench["subnets"].items()}
         budgets = sorted({round(v * 1.05, 3) for v in (min(lat.values()), float(np.median(list(lat.values()))),

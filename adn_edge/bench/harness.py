@@ -20,17 +20,16 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge import subnet as subnet_mod
 from adn_edge.bench import report as report_mod
 from adn_edge.bench.machine import machine_state
 from adn_edge.bench.stats import CV_WARN, latency_stats
 from adn_edge.errors import AdnError
+from adn_edge.modeldir import ModelDir, open_dir
 from adn_edge.modeldir.results import load_accuracy
 
 DEVICES = ("orin", "cuda", "cpu")
@@ -115,7 +114,7 @@ def time_calls(call: Callable[[], Any], iterations: int, min_s: float, warmup_it
     return times, t0, time.perf_counter()
 
 
-def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: Iterate | None = None,
+def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, iterate: Iterate | None = None,
               write: bool = True) -> dict[str, Any]:
     """Benchmark the sub-networks of a model directory; returns the report (and writes it)."""
     from adn_edge.power import power_source, resolve_power
@@ -123,8 +122,8 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
     from adn_edge.runtime import EngineSwitcher
 
     _check(opts)
-    directory = Path(directory)
-    m = manifest_mod.load(directory)
+    opened = open_dir(directory)
+    directory, m = opened.path, opened.manifest
     power_name = resolve_power(opts.power, opts.device)
     source = power_source(power_name, interval_ms=opts.interval_ms) if power_name != "none" else \
         power_source("none")
@@ -136,7 +135,7 @@ def run_bench(directory: str | os.PathLike[str], opts: BenchOptions, iterate: It
         if source.measures_energy and opts.idle_s > 0:
             time.sleep(opts.idle_s)
             idle = idle_baseline(source.samples, t_idle0, source.now())
-        sw = EngineSwitcher.open(directory, backend=backend, subnets=opts.subnets, precision=opts.precision,
+        sw = EngineSwitcher.open(opened, backend=backend, subnets=opts.subnets, precision=opts.precision,
                                  segmented=opts.segmented, warmup=False, **backend_opts)
         try:
             codes = list(sw.codes)

@@ -34,6 +34,7 @@ import numpy as np
 from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge import subnet
 from adn_edge.errors import AdnError
+from adn_edge.modeldir import ModelDir, open_dir
 from adn_edge.runtime.backend import Backend, resolve_backend
 
 def _closed_error() -> AdnError:
@@ -82,7 +83,7 @@ class EngineSwitcher:
     # ------------------------------------------------------------------ open
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], backend: str = "auto", subnets: str | Sequence[str] = "all",
+    def open(cls, directory: str | os.PathLike[str] | ModelDir, backend: str = "auto", subnets: str | Sequence[str] = "all",
              precision: str | None = None, *, segmented: bool = False, warmup: bool = True,
              **options: Any) -> EngineSwitcher:
         """Load every requested sub-network of ``directory`` and return a ready switcher.
@@ -97,8 +98,8 @@ class EngineSwitcher:
         ones are refused).
         """
         t0 = time.perf_counter()
-        directory = Path(directory)
-        m = manifest_mod.load(directory)
+        opened = open_dir(directory)
+        directory, m = opened.path, opened.manifest
         codes = cls._codes(m, subnets, segmented)
         spec = resolve_backend(backend, segmented=segmented, manifest=m, device=options.get("device"))
         factory: Any = spec.factory

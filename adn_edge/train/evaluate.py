@@ -36,6 +36,7 @@ from adn_edge import subnet
 from adn_edge.errors import AdnError
 from adn_edge.fileio import read_json, write_json
 from adn_edge.modeldir.names import eval_name
+from adn_edge.modeldir import ModelDir, open_dir
 from adn_edge.modeldir.preprocess import Preprocess
 
 SCHEMA = 1
@@ -174,7 +175,7 @@ def evaluate_model(model: Any, data: Dataset, codes: str | Sequence[str] | None 
     return result
 
 
-def evaluate_directory(model_dir: str | os.PathLike[str], data: Dataset, codes: str | Sequence[str] | None = "all",
+def evaluate_directory(model_dir: str | os.PathLike[str] | ModelDir, data: Dataset, codes: str | Sequence[str] | None = "all",
                        backend: str = "auto", batch_size: int = 64, iterate: Iterate | None = None,
                        precision: str | None = None, segmented: bool = False) -> EvalResult:
     """Accuracy of exported sub-networks through ``EngineSwitcher`` on ``data``.
@@ -184,11 +185,8 @@ def evaluate_directory(model_dir: str | os.PathLike[str], data: Dataset, codes: 
     switcher as a robot would (``precision="int8", segmented=True``: the calibrated
     INT8 segment engines), which is the accuracy worth knowing before deploying them.
     """
-    from adn_edge.modeldir import manifest as manifest_mod
-
-    directory = Path(model_dir)
-    man = manifest_mod.load(directory)
-    num_classes = int(man["num_classes"])
+    opened = open_dir(model_dir)
+    directory, num_classes = opened.path, opened.num_classes
     _check_classes(data, num_classes, f"the model in {str(directory)!r}")
     try:
         from adn_edge.runtime import EngineSwitcher
@@ -197,7 +195,7 @@ def evaluate_directory(model_dir: str | os.PathLike[str], data: Dataset, codes: 
                        "Evaluate the checkpoint with PyTorch instead (adn-edge eval CHECKPOINT).") from None
     name, split = _data_label(data)
     # The switcher resolves the codes: in segmented mode every chain counts, exported whole or not.
-    sw = EngineSwitcher.open(str(directory), backend=backend, subnets="all" if codes is None else codes,
+    sw = EngineSwitcher.open(opened, backend=backend, subnets="all" if codes is None else codes,
                              precision=precision, segmented=segmented)
     wanted = list(sw.codes)
     try:
@@ -231,11 +229,9 @@ def _backend_name(sw: Any, requested: str) -> str:
     return requested
 
 
-def preprocess_for_directory(model_dir: str | os.PathLike[str]) -> Preprocess:
+def preprocess_for_directory(model_dir: str | os.PathLike[str] | ModelDir) -> Preprocess:
     """The :class:`~adn_edge.modeldir.preprocess.Preprocess` an exported directory expects (from its manifest)."""
-    from adn_edge.modeldir import manifest as manifest_mod
-
-    return Preprocess.from_manifest(manifest_mod.load(Path(model_dir))["input"])
+    return open_dir(model_dir).preprocess()
 
 
 def eval_path(model_dir: str | os.PathLike[str], variant: str = "") -> Path:
