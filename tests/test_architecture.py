@@ -104,6 +104,7 @@ def test_core_and_modeldir_import_nothing_above_them() -> None:
     assert _violations("adn_edge.subnet", only=("adn_edge.errors",)) == []
     assert _violations("adn_edge.fileio", only=("adn_edge.errors",)) == []
     assert _violations("adn_edge.modeldir", only=("adn_edge.modeldir", *CORE)) == []
+    assert _violations("adn_edge.platform", only=("adn_edge.platform", *CORE)) == []
 
 
 def test_runtime_imports_only_the_layers_below_it() -> None:
@@ -121,7 +122,7 @@ def test_backends_depend_on_the_interface_not_on_the_tools() -> None:
     # Only the torch backend may reach the torch side.
     assert _violations("adn_edge.backends.tensorrt", forbidden=TORCH_SIDE) == []
     assert _violations("adn_edge.backends.onnxruntime", forbidden=TORCH_SIDE) == []
-    assert _violations("adn_edge.backends.cuda", only=("adn_edge.backends.cuda", *CORE)) == []
+    assert _violations("adn_edge.backends.cuda", only=("adn_edge.backends.cuda", "adn_edge.platform", *CORE)) == []
 
 
 def test_models_power_and_tools_point_down() -> None:
@@ -131,12 +132,13 @@ def test_models_power_and_tools_point_down() -> None:
     assert _violations("adn_edge.export", forbidden=("adn_edge.bench", "adn_edge.cli", "adn_edge.quantize",
                                                      "adn_edge.backends", "adn_edge.demo")) == []
     for lib in ("adn_edge.bench", "adn_edge.train", "adn_edge.quantize", "adn_edge.export", "adn_edge.runtime",
-                "adn_edge.backends", "adn_edge.modeldir", "adn_edge.models", "adn_edge.power"):
+                "adn_edge.backends", "adn_edge.modeldir", "adn_edge.models", "adn_edge.power", "adn_edge.platform"):
         assert _violations(lib, forbidden=("adn_edge.cli", "adn_edge.demo")) == [], lib
 
 
 TORCH_FREE = ("adn_edge.runtime", "adn_edge.modeldir", "adn_edge.backends.onnxruntime", "adn_edge.backends.tensorrt",
-              "adn_edge.backends.cuda", "adn_edge.power", "adn_edge.errors", "adn_edge.fileio", "adn_edge.subnet")
+              "adn_edge.backends.cuda", "adn_edge.power", "adn_edge.platform", "adn_edge.errors", "adn_edge.fileio",
+              "adn_edge.subnet")
 
 
 @pytest.mark.parametrize("prefix", TORCH_FREE)

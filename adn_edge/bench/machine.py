@@ -8,6 +8,9 @@ because a missing detail must never cost the user their benchmark.
 Files are read under ``root`` and commands run through ``run`` so that tests can
 fake a Jetson with a directory tree and a dict of command outputs. Only read-only
 commands are run (``nvpmodel -q``, ``jetson_clocks --show``, ``nvidia-smi --query``).
+What their output means is decided in one place, :mod:`adn_edge.platform` (the same
+parsers ``adn-edge doctor`` uses, tested on every recorded Jetson output), so the
+bench report and the doctor never read one board differently.
 """
 
 from __future__ import annotations
@@ -18,40 +21,19 @@ import importlib.metadata
 import os
 import platform
 import re
-import shutil
-import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-Runner = Callable[[Sequence[str]], "str | None"]
-"""Runs a command; returns its stdout, or None if it is missing or failed."""
+from adn_edge.platform import jetson, nvidia_smi
+from adn_edge.platform.system import Runner, run_command
+from adn_edge.platform.system import read_text as _read
 
-JETPACK_OF_L4T = {"32": "4", "34": "5", "35": "5", "36": "6", "38": "7", "39": "7"}
-"""L4T major release -> JetPack major (only the major is certain from L4T alone)."""
+__all__ = ["Runner", "machine_state", "run_command"]
 
 _GPU_DEVFREQ = ("gpu", "ga10b", "gv11b", "gp10b", "gm20b", "gb10b")
-
-
-def run_command(argv: Sequence[str], timeout_s: float = 5.0) -> str | None:
-    """The default :data:`Runner`: stdout of ``argv`` when it exits 0, else None."""
-    if not argv or shutil.which(argv[0]) is None:
-        return None
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, errors="replace")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def _read(root: Path, rel: str) -> str | None:
-    try:
-        return (Path(root) / rel).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
 
 
 def _try(fn: Callable[[], Any]) -> Any:
@@ -65,44 +47,28 @@ def _try(fn: Callable[[], Any]) -> Any:
 
 def board_model(root: Path = Path("/")) -> str | None:
     for rel in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
-        text = _read(root, rel)
-        if text:
-            model = text.replace("\x00", "").strip()
-            if model:
-                return model
+        model = jetson.parse_model(_read(root, rel))
+        if model:
+            return model
     return None
 
 
 def parse_l4t(text: str | None) -> str | None:
     """``# R35 (release), REVISION: 4.1, ...`` -> ``35.4.1``."""
-    if not text:
-        return None
-    m = re.search(r"R(\d+)\s*\(\w+\),\s*REVISION:\s*([\d.]+)", text)
-    return f"{m.group(1)}.{m.group(2).strip('.')}" if m else None
+    release = jetson.parse_nv_tegra_release(text)
+    return release.version if release is not None else None
 
 
-def jetpack_major(l4t: str | None) -> str | None:
-    return JETPACK_OF_L4T.get(l4t.split(".")[0]) if l4t else None
+def jetpack_version(l4t: str | None) -> str | None:
+    """The JetPack release of an L4T version, as precisely as it is known."""
+    rel = jetson.release_for_l4t(l4t)
+    return rel.jetpack if rel is not None else None
 
 
 def parse_nvpmodel_query(text: str | None) -> tuple[str | None, int | None]:
-    """``nvpmodel -q`` output -> (mode name, mode id)."""
-    if not text:
-        return None, None
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for i, ln in enumerate(lines):
-        m = re.match(r"NV Power Mode\s*:\s*(.+)$", ln)
-        if m:
-            mode_id = int(lines[i + 1]) if i + 1 < len(lines) and lines[i + 1].isdigit() else None
-            return m.group(1).strip(), mode_id
-    return None, None
-
-
-def parse_nvpmodel_conf(text: str | None) -> dict[int, str]:
-    """``/etc/nvpmodel.conf`` -> {mode id: name}."""
-    if not text:
-        return {}
-    return {int(i): n for i, n in re.findall(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", text)}
+    """``nvpmodel -q [--verbose]`` output -> (mode name, mode id)."""
+    mode = jetson.parse_nvpmodel(text)
+    return (mode.name, mode.mode_id) if mode is not None else (None, None)
 
 
 def nvpmodel_mode(root: Path = Path("/"), run: Runner = run_command) -> tuple[str | None, int | None, str | None]:
@@ -114,25 +80,15 @@ def nvpmodel_mode(root: Path = Path("/"), run: Runner = run_command) -> tuple[st
     m = re.search(r"pmode:(\d+)", status or "")
     if m:
         mode_id = int(m.group(1))
-        return parse_nvpmodel_conf(_read(root, "etc/nvpmodel.conf")).get(mode_id), mode_id, "/var/lib/nvpmodel/status"
+        return jetson.parse_power_models(_read(root, "etc/nvpmodel.conf")).get(mode_id), mode_id, \
+            "/var/lib/nvpmodel/status"
     return None, None, None
 
 
 def parse_jetson_clocks_show(text: str | None) -> bool | None:
     """``jetson_clocks --show`` -> True when every online CPU and the GPU run min == max."""
-    if not text:
-        return None
-    pairs = []
-    for ln in text.splitlines():
-        if re.match(r"\s*cpu\d+:", ln) and "Online=0" in ln:
-            continue
-        if re.match(r"\s*(cpu\d+:|GPU\b)", ln):
-            mn, mx = re.search(r"MinFreq=(\d+)", ln), re.search(r"MaxFreq=(\d+)", ln)
-            if mn and mx:
-                pairs.append((int(mn.group(1)), int(mx.group(1))))
-    if not pairs:
-        return None
-    return all(a == b for a, b in pairs)
+    clocks = jetson.parse_jetson_clocks(text)
+    return clocks.pinned if clocks is not None else None
 
 
 def jetson_clocks_from_sysfs(root: Path = Path("/")) -> bool | None:
@@ -178,40 +134,41 @@ def tensorrt_version() -> str | None:
 
 
 def jetson_state(root: Path = Path("/"), run: Runner = run_command) -> dict[str, Any]:
-    l4t = parse_l4t(_read(root, "etc/nv_tegra_release"))
-    if l4t is None:
-        out = run(["dpkg-query", "-W", "-f=${Version}", "nvidia-l4t-core"])
-        l4t = out.strip().split("-")[0] if out and out.strip() else None
+    from adn_edge.platform.system import jetson_release
+
+    release = jetson_release(root, run)
+    l4t = release.l4t if release is not None else None
     mode, mode_id, mode_src = nvpmodel_mode(root, run)
     clocks, clocks_src = jetson_clocks_state(root, run)
     model = board_model(root)
     return {"board": model, "is_jetson": bool(l4t) or "jetson" in (model or "").lower(),
-            "l4t": l4t, "jetpack": jetpack_major(l4t), "nvpmodel": mode, "nvpmodel_id": mode_id,
+            "l4t": l4t, "jetpack": jetpack_version(l4t), "nvpmodel": mode, "nvpmodel_id": mode_id,
             "nvpmodel_source": mode_src, "jetson_clocks": clocks, "jetson_clocks_source": clocks_src,
             "tensorrt": tensorrt_version()}
 
 
 # -- CUDA GPUs --------------------------------------------------------------------------
 
+_SMI_FIELDS = ["name", "driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem",
+               "power.limit", "pstate"]
+
+
 def _nvidia_smi(index: int, run: Runner) -> dict[str, Any]:
-    fields = "name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit,pstate"
-    out = run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-i", str(index)])
-    if not out or not out.strip():
+    out = run(["nvidia-smi", f"--query-gpu={','.join(_SMI_FIELDS)}", "--format=csv,noheader,nounits",
+               "-i", str(index)])
+    rows = nvidia_smi.parse_query_csv(out, _SMI_FIELDS)
+    if not rows:
         return {}
-    vals = [v.strip() for v in out.strip().splitlines()[0].split(",")]
-    if len(vals) != 8:
-        return {}
+    row = rows[0]
 
-    def num(v: str) -> float | None:
-        try:
-            return float(v)
-        except ValueError:  # "[N/A]"
-            return None
+    def num(key: str) -> float | None:
+        v = row.get(key)
+        return float(v) if isinstance(v, (int, float)) else None
 
-    return {"name": vals[0], "driver": vals[1],
-            "clocks_mhz": {"sm": num(vals[2]), "memory": num(vals[4])},
-            "max_clocks_mhz": {"sm": num(vals[3]), "memory": num(vals[5])},
-            "power_limit_w": num(vals[6]), "pstate": vals[7], "source": "nvidia-smi"}
+    return {"name": row.get("name"), "driver": row.get("driver_version"),
+            "clocks_mhz": {"sm": num("clocks.sm"), "memory": num("clocks.mem")},
+            "max_clocks_mhz": {"sm": num("clocks.max.sm"), "memory": num("clocks.max.mem")},
+            "power_limit_w": num("power.limit"), "pstate": row.get("pstate"), "source": "nvidia-smi"}
 
 
 def cuda_state(index: int = 0, pynvml: ModuleType | None = None, run: Runner = run_command) -> dict[str, Any]:

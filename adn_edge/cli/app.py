@@ -2,8 +2,10 @@
 
 Each command lives in its own module under ``adn_edge/cli/`` and registers itself
 through :func:`command_modules`. Error policy (docs/cli.md): an
-:class:`~adn_edge.errors.AdnError` prints one paragraph and exits 2; anything else is a
-bug, prints a short traceback summary and exits 1.
+:class:`~adn_edge.errors.AdnProblem` prints one paragraph and exits with its code (2 for
+an :class:`~adn_edge.errors.AdnError`, bad input; 1 for an explained
+:class:`~adn_edge.errors.AdnFailure`); anything else is a bug, prints a short traceback
+summary and exits 1.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import sys
 
 import typer
 
-from adn_edge.cli.output import fail
+from adn_edge.cli.output import fail, json_error, wants_json
 from adn_edge.errors import EXIT_FAILURE, AdnProblem
 
 COMMAND_MODULES = (
-    "subnets", "export", "build", "bench", "eval", "train", "info", "demo", "quantize",
+    "subnets", "export", "build", "bench", "eval", "train", "info", "demo", "quantize", "doctor",
 )
 
 app = typer.Typer(
@@ -55,12 +57,14 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point with the exit-code policy."""
+    """Console-script entry point with the exit-code policy (under ``--json``, failures
+    also print one ``{"error": ...}`` object on stdout)."""
+    as_json = wants_json(argv)
     try:
         # With standalone_mode=False click returns typer.Exit's code instead of exiting.
         rc = app(args=argv, standalone_mode=False)
     except AdnProblem as exc:
-        fail(exc)
+        fail(exc, as_json)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             # click's usage errors (typer vendors click, so match by shape, not class).
             exc.show()  # type: ignore[attr-defined]
+            if as_json:
+                json_error(exc.format_message(), None, exc.exit_code, type(exc).__name__)  # type: ignore[attr-defined]
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         if os.environ.get("ADN_EDGE_DEBUG"):
             raise
@@ -82,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.stderr.write("adn-edge hit an unexpected error (a bug; set ADN_EDGE_DEBUG=1 for the full traceback):\n")
         sys.stderr.write("".join(traceback.format_exception_only(type(exc), exc)))
+        if as_json:
+            json_error(f"{type(exc).__name__}: {exc}", "This is a bug in adn-edge; set ADN_EDGE_DEBUG=1 for the full "
+                       "traceback.", EXIT_FAILURE, type(exc).__name__)
         sys.exit(getattr(exc, "exit_code", EXIT_FAILURE))
     sys.exit(rc if isinstance(rc, int) else 0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 
@@ -62,18 +63,21 @@ def test_parsers():
     assert m.parse_l4t("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref") == "35.4.1"
     assert m.parse_l4t("# R32 (release), REVISION: 7.1, GCID: 29818004") == "32.7.1"
     assert m.parse_l4t("nonsense") is None
-    assert m.jetpack_major("36.4.3") == "6" and m.jetpack_major("32.7.1") == "4" and m.jetpack_major("99.1") is None
+    assert m.jetpack_version("36.4.3") == "6.2" and m.jetpack_version("32.7.1") == "4.6.x"
+    assert m.jetpack_version("39.2.1") == "7.2" and m.jetpack_version("99.1") is None
     assert m.parse_jetson_clocks_show(CLOCKS_ON) is True  # the offline core is ignored
     assert m.parse_jetson_clocks_show(CLOCKS_OFF) is False
     assert m.parse_jetson_clocks_show("") is None
-    assert m.parse_nvpmodel_conf("< POWER_MODEL ID=2 NAME=MAXN_SUPER >") == {2: "MAXN_SUPER"}
+    # the --verbose form puts the mode inside a log line (an anchored pattern misses it)
+    assert m.parse_nvpmodel_query("NVPM VERB: Config file: /etc/nvpmodel.conf\n"
+                                  "NVPM VERB: Current mode: NV Power Mode: 25W\n1\n") == ("25W", 1)
 
 
 def test_jetson_state_from_commands(tmp_path):
     run = fake_run({"nvpmodel": NVPMODEL_Q, "jetson_clocks": CLOCKS_ON})
     s = m.jetson_state(jetson_tree(tmp_path), run)
     assert s["board"] == "NVIDIA Jetson Orin Nano Developer Kit" and s["is_jetson"]
-    assert s["l4t"] == "36.4.3" and s["jetpack"] == "6"
+    assert s["l4t"] == "36.4.3" and s["jetpack"] == "6.2"
     assert (s["nvpmodel"], s["nvpmodel_id"], s["nvpmodel_source"]) == ("MAXN", 0, "nvpmodel -q")
     assert s["jetson_clocks"] is True and s["jetson_clocks_source"] == "jetson_clocks --show"
     assert ["jetson_clocks", "--show"] in run.calls  # never the clock-changing form
@@ -187,3 +191,80 @@ def test_default_runner_handles_missing_and_failing_commands():
 def test_machine_state_on_this_machine_never_raises(kind):
     st = m.machine_state(kind)
     assert st["kind"] == kind and {"name", "power_mode"} <= set(st)
+
+
+# ------------------------------------------------------------------ every recorded Jetson
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "jetson"
+
+
+def recorded(pattern):
+    return sorted(p for p in FIXTURES.rglob(pattern) if p.is_file())
+
+
+def board(tmp_path, folder, extra=None):
+    """A file tree and command outputs as the recorded board printed them."""
+    (tmp_path / "etc").mkdir()
+    rel = folder / "nv_tegra_release.txt"
+    if rel.is_file() and "No such file" not in rel.read_text():
+        (tmp_path / "etc/nv_tegra_release").write_text(rel.read_text())
+    outputs = {}
+    for name, cmd in (("nvpmodel_q.txt", "nvpmodel"), ("nvpmodel_q_verbose.txt", "nvpmodel"),
+                      ("jetson_clocks_show.txt", "jetson_clocks"), ("dpkg_query_nvidia_l4t_core.txt", "dpkg-query")):
+        f = folder / name
+        if f.is_file():
+            outputs[cmd] = f.read_text()
+    outputs.update(extra or {})
+    return fake_run(outputs)
+
+
+@pytest.mark.parametrize("folder", sorted({p.parent for p in recorded("nv_tegra_release.txt")}
+                                          | {p.parent for p in recorded("nvpmodel_q*.txt")}
+                                          | {p.parent for p in recorded("jetson_clocks_show*.txt")}),
+                         ids=lambda p: p.name)
+def test_machine_record_of_every_recorded_board(tmp_path, folder):
+    """The bench's machine-state record reads every recorded board: L4T and JetPack from
+    the release file (or nvidia-l4t-core), the power mode also from --verbose output, and
+    jetson_clocks from its --show table (off on every recorded board)."""
+    run = board(tmp_path, folder)
+    s = m.jetson_state(tmp_path, run)
+    release = folder / "nv_tegra_release.txt"
+    if release.is_file() and "No such file" not in release.read_text():
+        assert s["l4t"] and s["l4t"].split(".")[0] in {"32", "36", "39"} and s["jetpack"]
+        assert s["is_jetson"]
+    elif (folder / "nv_tegra_release.txt").is_file():
+        assert s["l4t"] is None and not s["is_jetson"]  # a desktop or a GH200 server: no L4T
+    for name in ("nvpmodel_q.txt", "nvpmodel_q_verbose.txt"):
+        if (folder / name).is_file():
+            assert s["nvpmodel"] is not None and isinstance(s["nvpmodel_id"], int), name
+    show = folder / "jetson_clocks_show.txt"
+    if show.is_file():
+        assert s["jetson_clocks"] is False and s["jetson_clocks_source"] == "jetson_clocks --show"
+
+
+def test_machine_record_reads_l4t_from_the_package_when_the_file_is_missing(tmp_path):
+    pkg = (FIXTURES / "orin_nano_devkit_jp7.2_r39.2.0_misdetected" / "dpkg_query_nvidia_l4t_core.txt").read_text()
+    s = m.jetson_state(tmp_path, fake_run({"dpkg-query": pkg}))
+    assert (s["l4t"], s["jetpack"]) == ("39.2.0", "7.2")
+
+
+def test_pinned_clocks_are_recognised_in_every_recorded_format():
+    """No recorded board had jetson_clocks on; pinning min to max in each recorded table
+    (R35, R36 with Online=1, R39 without) must read as on."""
+    import re
+
+    for path in recorded("jetson_clocks_show*.txt"):
+        text = path.read_text()
+        if "GPU MinFreq" not in text:
+            continue
+        pinned = re.sub(r"MinFreq=(\d+) MaxFreq=(\d+)", r"MinFreq=\2 MaxFreq=\2", text)
+        assert m.parse_jetson_clocks_show(text) is False, path
+        assert m.parse_jetson_clocks_show(pinned) is True, path
+
+
+def test_nvidia_smi_query_is_read_with_the_shared_csv_parser():
+    run = fake_run({"nvidia-smi": "NVIDIA L4, 570.144, [N/A], 2040, 405, 6251, 72.00, P8\n"})
+    g = m.cuda_state(0, pynvml=types.ModuleType("broken"), run=run)
+    assert g["name"] == "NVIDIA L4" and g["driver"] == "570.144"  # a version, not the number 570.144
+    assert g["clocks_mhz"]["sm"] is None and g["max_clocks_mhz"]["sm"] == 2040 and g["power_limit_w"] == 72.0

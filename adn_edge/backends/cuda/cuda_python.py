@@ -1,9 +1,13 @@
 """The cuda-python implementation of :class:`~adn_edge.backends.cuda.CudaApi`.
 
 NVIDIA's cuda-python is the binding TensorRT's own samples use now and ships wheels
-(pin ``cuda-python>=12,<13`` for JetPack 6's CUDA 12). Its runtime API returns
-``(cudaError_t, *results)`` tuples; :class:`CudaPython` checks and unpacks them so the
-runtime sees plain values and :class:`~adn_edge.backends.cuda.CudaError`.
+for CUDA 12 and 13 (the pin per platform: :data:`~adn_edge.backends.cuda.CUDA_PYTHON_PINS`).
+Its runtime API returns ``(cudaError_t, *results)`` tuples; :class:`CudaPython` checks
+and unpacks them so the runtime sees plain values and
+:class:`~adn_edge.backends.cuda.CudaError`, every message naming the CUDA error
+(``cudaErrorInsufficientDriver (35): ...``). A wheel newer than the driver imports
+fine and fails at its first call: that is :class:`~adn_edge.backends.cuda.CudaStartError`,
+so that :func:`~adn_edge.backends.cuda.open_cuda` can try the next binding.
 
 Kept apart from the interface so that reading (or typing) one binding's quirks does
 not mean reading the other's. The binding ships no type information: ``_CudartModule``
@@ -23,8 +27,8 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from adn_edge.backends.cuda import (
-    CAPTURE_INVALIDATED, STREAM_NON_BLOCKING, CaptureFailed, CudaError, DeviceBuffer, Event, Graph, HostBuffer, Stream,
-    _check_contiguous,
+    CAPTURE_INVALIDATED, STREAM_NON_BLOCKING, CaptureFailed, CudaError, CudaStartError, DeviceBuffer, DeviceInfo, Event,
+    Graph, HostBuffer, Stream, _check_contiguous,
 )
 from adn_edge.errors import AdnError
 
@@ -38,6 +42,7 @@ class _CudartModule(Protocol):
     cudaStreamCaptureMode: Any
 
     def cudaGetErrorString(self, err: Any) -> tuple[Any, bytes]: ...
+    def cudaGetErrorName(self, err: Any) -> tuple[Any, bytes]: ...
     def cudaGetDeviceCount(self) -> tuple[Any, int]: ...
     def cudaSetDevice(self, device: int) -> tuple[Any]: ...
     def cudaGetDeviceProperties(self, device: int) -> tuple[Any, Any]: ...
@@ -81,15 +86,27 @@ class CudaPython:
         self.rt = import_cudart()
         self.device = device
         self._success = self.rt.cudaError_t.cudaSuccess
+        self._props: Any = None
         (err, count) = self.rt.cudaGetDeviceCount()
-        if err != self._success or count < 1:
-            raise AdnError("No CUDA GPU is visible to this process (cudaGetDeviceCount: "
-                           f"{self._errstr(err) if err != self._success else 'no device'}).",
-                           "Check the NVIDIA driver (nvidia-smi, or tegrastats on a Jetson) and CUDA_VISIBLE_DEVICES.")
+        if err != self._success:
+            raise CudaStartError("cuda-python", f"cuda-python cannot start CUDA: cudaGetDeviceCount returned "
+                                 f"{self._describe(err)}.", self._errname(err))
+        if count < 1:
+            raise CudaStartError("cuda-python", "cuda-python sees no CUDA GPU (cudaGetDeviceCount returned 0).",
+                                 "cudaErrorNoDevice")
         if device >= count:
             raise AdnError(f"CUDA device {device} does not exist (this machine has {count}).")
-        self._check(self.rt.cudaSetDevice(device), "cudaSetDevice")
-        self._props: Any = None
+        err = self.rt.cudaSetDevice(device)[0]
+        if err != self._success:
+            raise CudaStartError("cuda-python", f"cuda-python cannot start CUDA on device {device}: cudaSetDevice "
+                                 f"returned {self._describe(err)}.", self._errname(err))
+
+    def _errname(self, err: Any) -> str | None:
+        try:
+            _, n = self.rt.cudaGetErrorName(err)
+            return n.decode() if isinstance(n, bytes) else str(n)
+        except Exception:  # noqa: BLE001 - only for the message
+            return getattr(err, "name", None)
 
     def _errstr(self, err: Any) -> str:
         try:
@@ -98,10 +115,18 @@ class CudaPython:
         except Exception:  # noqa: BLE001 - only for the message
             return str(err)
 
+    def _describe(self, err: Any) -> str:
+        """``cudaErrorInsufficientDriver (35): CUDA driver version is insufficient ...``."""
+        try:
+            code: Any = int(err)
+        except (TypeError, ValueError):
+            code = err
+        return f"{self._errname(err) or 'CUDA error'} ({code}): {self._errstr(err)}"
+
     def _check(self, result: tuple[Any, ...], what: str) -> tuple[Any, ...]:
         err = result[0]
         if err != self._success:
-            raise CudaError(f"{what} failed: {self._errstr(err)}")
+            raise CudaError(f"{what} failed: {self._describe(err)}")
         return result[1:]
 
     @contextlib.contextmanager
@@ -116,15 +141,13 @@ class CudaPython:
             (self._props,) = self._check(self.rt.cudaGetDeviceProperties(self.device), "cudaGetDeviceProperties")
         return self._props
 
-    def device_name(self) -> str:
-        name = self._properties().name
+    def device_info(self) -> DeviceInfo:
+        p = self._properties()
+        name = p.name
         if isinstance(name, bytes):
             name = name.split(b"\0", 1)[0].decode(errors="replace")
-        return str(name).strip()
-
-    def compute_capability(self) -> tuple[int, int]:
-        p = self._properties()
-        return int(p.major), int(p.minor)
+        return DeviceInfo(str(name).strip(), int(p.major), int(p.minor), int(p.multiProcessorCount),
+                          int(p.totalGlobalMem))
 
     def alloc(self, nbytes: int) -> DeviceBuffer:
         (ptr,) = self._check(self.rt.cudaMalloc(max(int(nbytes), 1)), f"cudaMalloc({nbytes})")
@@ -204,7 +227,7 @@ class CudaPython:
         result = self.rt.cudaStreamEndCapture(stream.native)
         if int(result[0]) == CAPTURE_INVALIDATED:
             self.rt.cudaGetLastError()  # clear it, so the next call does not report it
-            raise CaptureFailed(f"stream capture was invalidated: {self._errstr(result[0])}")
+            raise CaptureFailed(f"stream capture was invalidated: {self._describe(result[0])}")
         (graph,) = self._check(result, "cudaStreamEndCapture")
         try:
             (exec_,) = self._check(self.rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")

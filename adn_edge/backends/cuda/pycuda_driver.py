@@ -1,10 +1,17 @@
 """The pycuda implementation of :class:`~adn_edge.backends.cuda.CudaApi`.
 
-pycuda is the binding most TensorRT 8 era code uses (and the one the design names);
-it is built on the device. Its contexts are per thread and it has no stream-capture
+pycuda is the binding most TensorRT 8 era code uses; it is built on the device
+against the installed CUDA, so it cannot be newer than the driver (the fallback when
+a cuda-python wheel is). Its contexts are per thread and it has no stream-capture
 binding, so :class:`PyCuda` pushes the device's primary context around every call
 sequence and captures CUDA graphs through the driver library directly
 (:class:`_LibCuda`).
+
+Context hygiene. Asking what the GPU is (:meth:`PyCuda.device_info`) needs no context,
+so the primary context is retained only on the first :meth:`PyCuda.activate`. And
+pycuda's ``detach()`` of a primary context pushes it and releases it
+(``cuDevicePrimaryCtxRelease``), which unlike ``cuCtxDetach`` never pops it: the
+thread would be left with the context current. :meth:`PyCuda.close` pops it.
 
 Kept apart from the interface so that reading (or typing) one binding's quirks does
 not mean reading the other's. pycuda ships no type information: the ``_Pycuda*``
@@ -24,8 +31,8 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from adn_edge.backends.cuda import (
-    CAPTURE_INVALIDATED, STREAM_NON_BLOCKING, CaptureFailed, CudaError, DeviceBuffer, Event, Graph, HostBuffer, Stream,
-    _check_contiguous,
+    CAPTURE_INVALIDATED, STREAM_NON_BLOCKING, CaptureFailed, CudaError, CudaStartError, DeviceBuffer, DeviceInfo, Event,
+    Graph, HostBuffer, Stream, _check_contiguous,
 )
 from adn_edge.errors import AdnError
 
@@ -52,6 +59,8 @@ class _PycudaEvent(Protocol):
 
 
 class _PycudaContext(Protocol):
+    handle: int
+
     def push(self) -> None: ...
     def detach(self) -> None: ...
 
@@ -59,6 +68,8 @@ class _PycudaContext(Protocol):
 class _PycudaDevice(Protocol):
     def name(self) -> str: ...
     def compute_capability(self) -> tuple[int, int]: ...
+    def total_memory(self) -> int: ...
+    def get_attribute(self, attr: Any) -> int: ...
     def retain_primary_context(self) -> _PycudaContext: ...
 
 
@@ -67,13 +78,24 @@ class _PycudaContextClass(Protocol):
     def pop() -> None: ...
 
 
+class _PycudaDeviceClass(Protocol):
+    def __call__(self, ordinal: int) -> _PycudaDevice: ...
+    @staticmethod
+    def count() -> int: ...
+
+
+class _PycudaDeviceAttribute(Protocol):
+    MULTIPROCESSOR_COUNT: Any
+
+
 class _PycudaDriver(Protocol):
     """The calls of ``pycuda.driver`` used here (pycuda has no stubs)."""
 
     Context: _PycudaContextClass
+    Device: _PycudaDeviceClass
+    device_attribute: _PycudaDeviceAttribute
 
     def init(self, flags: int = 0) -> None: ...
-    def Device(self, ordinal: int) -> _PycudaDevice: ...  # noqa: N802 - pycuda's name
     def Stream(self, flags: int = 0) -> _PycudaStream: ...  # noqa: N802
     def Event(self, flags: int = 0) -> _PycudaEvent: ...  # noqa: N802
     def mem_alloc(self, nbytes: int) -> _PycudaDeviceAllocation: ...
@@ -82,23 +104,24 @@ class _PycudaDriver(Protocol):
     def memcpy_dtoh_async(self, dest: np.ndarray, src: int, stream: _PycudaStream | None = None) -> None: ...
 
 
+def load_libcuda() -> Any:
+    """The NVIDIA driver library (``ctypes.CDLL``); :class:`CudaError` when absent."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise CudaError("libcuda (the NVIDIA driver library) cannot be loaded.")
+
+
 class _LibCuda:
     """Stream capture through the driver API (``libcuda``): pycuda has no binding for
     it, and pycuda's streams are driver streams, so the handle is the CUstream."""
 
     _MODE_THREAD_LOCAL = 1  # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
 
-    def __init__(self) -> None:
-        lib = None
-        for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-            try:
-                lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-        if lib is None:
-            raise CudaError("libcuda (the NVIDIA driver library) cannot be loaded for CUDA graph capture.")
-        self.lib = lib
+    def __init__(self, lib: Any = None) -> None:
+        self.lib = lib if lib is not None else load_libcuda()
 
     def _call(self, fn: str, *args: Any) -> None:
         rc = int(getattr(self.lib, fn)(*args))
@@ -132,6 +155,17 @@ class _LibCuda:
             self._call("cuGraphDestroy", graph.graph_native)
             graph.graph_native = None
 
+    def pop_if_current(self, handle: int) -> bool:
+        """Pop the calling thread's current context if it is ``handle``: what pycuda's
+        ``detach()`` of a primary context leaves behind."""
+        current = ctypes.c_void_p()
+        self._call("cuCtxGetCurrent", ctypes.byref(current))
+        if not current.value or int(current.value) != int(handle):
+            return False
+        popped = ctypes.c_void_p()
+        self._call("cuCtxPopCurrent_v2", ctypes.byref(popped))
+        return True
+
 
 class PyCuda:
     """pycuda on the device's *primary* context (the one TensorRT's runtime API uses;
@@ -146,30 +180,37 @@ class PyCuda:
         self.device = device
         try:
             self.drv.init()
-            self._dev = self.drv.Device(device)
-            self._ctx: _PycudaContext | None = self._dev.retain_primary_context()
+            count = int(self.drv.Device.count())
         except Exception as exc:  # pycuda raises its own LogicError/RuntimeError types
-            raise AdnError(f"CUDA device {device} cannot be opened through pycuda ({exc}).",
-                           "Check the NVIDIA driver (nvidia-smi, or tegrastats on a Jetson).") from None
+            raise CudaStartError("pycuda", f"pycuda cannot start CUDA ({type(exc).__name__}: {exc}).",
+                                 _pycuda_error_name(exc)) from None
+        if count < 1:
+            raise CudaStartError("pycuda", "pycuda sees no CUDA GPU (cuDeviceGetCount returned 0).", "cudaErrorNoDevice")
+        if device >= count:
+            raise AdnError(f"CUDA device {device} does not exist (this machine has {count}).")
+        self._dev = self.drv.Device(device)
+        self._ctx: _PycudaContext | None = None
+        self._closed = False
         self._allocs: dict[int, _PycudaDeviceAllocation] = {}  # pycuda frees on collection: hold them
         self._graphs: _LibCuda | None = None
 
     @contextlib.contextmanager
     def activate(self) -> Iterator[None]:
-        if self._ctx is None:
+        if self._closed:
             raise CudaError("the pycuda context was closed")
+        if self._ctx is None:  # first use: the primary context, retained (not created) once
+            self._ctx = self._dev.retain_primary_context()
         self._ctx.push()
         try:
             yield
         finally:
             self.drv.Context.pop()
 
-    def device_name(self) -> str:
-        return str(self._dev.name()).strip()
-
-    def compute_capability(self) -> tuple[int, int]:
+    def device_info(self) -> DeviceInfo:
         major, minor = self._dev.compute_capability()
-        return int(major), int(minor)
+        sms = self._dev.get_attribute(self.drv.device_attribute.MULTIPROCESSOR_COUNT)
+        return DeviceInfo(str(self._dev.name()).strip(), int(major), int(minor), int(sms),
+                          int(self._dev.total_memory()))
 
     def alloc(self, nbytes: int) -> DeviceBuffer:
         with self.activate():
@@ -254,6 +295,23 @@ class PyCuda:
             self._libcuda().destroy(graph)
 
     def close(self) -> None:
-        if self._ctx is not None:
-            self._ctx.detach()
-            self._ctx = None
+        """Release the primary context if it was retained, and leave it current nowhere:
+        pycuda's detach pushes it and releases it without the pop (see the module)."""
+        self._closed = True
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            return
+        handle = int(ctx.handle)
+        ctx.detach()
+        self._libcuda().pop_if_current(handle)
+
+
+def _pycuda_error_name(exc: BaseException) -> str | None:
+    """pycuda's errors carry CUDA's text, not its name: map the texts a user meets when
+    CUDA does not start."""
+    text = str(exc).lower()
+    if "insufficient" in text or "driver version" in text:
+        return "cudaErrorInsufficientDriver"
+    if "no cuda-capable device" in text or "no device" in text:
+        return "cudaErrorNoDevice"
+    return None

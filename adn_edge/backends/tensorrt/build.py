@@ -26,15 +26,17 @@ from typing import Any, Protocol
 
 from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge.backends.tensorrt.calibration import CalibrationData, CalibrationPlan, CalibrationSet
+from adn_edge.modeldir.lock import locked
 from adn_edge.modeldir.preprocess import Preprocess
 from adn_edge.backends.tensorrt.options import (
     DEFAULT_WORKSPACE_MB, PRECISIONS, BuildOptions, ProfileShapes, make_options, profile_shapes, static_batch,
 )
-from adn_edge.backends.tensorrt.plan import BuiltEngine, Job, engine_record, plan_unit_builds, reuse_calibration_cache
+from adn_edge.backends.tensorrt.plan import (
+    BuiltEngine, Job, engine_record, plan_unit_builds, reuse_calibration_cache, timing_cache_file,
+)
 from adn_edge.errors import BuildFailure
 from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.backends.tensorrt.units import Unit, segment_units, subnet_units
-from adn_edge.modeldir.names import timing_cache_name
 from adn_edge.backends.tensorrt.precision import PrecisionMismatch, summarize, verify
 from adn_edge.backends.tensorrt.precision import label as precision_label
 from adn_edge.errors import AdnError
@@ -91,6 +93,7 @@ def _relative(directory: Path, path: Path) -> str:
         return str(path)
 
 
+@locked("build")
 def build_directory(
     directory: str | os.PathLike[str],
     subnets: str | Iterable[str] | None = None,
@@ -122,8 +125,9 @@ def build_directory(
 
     Batch sizes left as None default to 1/1/8 for a dynamic-batch export and to the
     exported batch for a static one. ``calib`` is a folder of images for INT8
-    calibration; ``timing_cache`` defaults to ``<arch>.timing.cache`` beside the
-    engines. Returns one result dict per sub-network, in build order.
+    calibration; ``timing_cache`` defaults to one file per TensorRT version and GPU
+    beside the engines (:func:`~adn_edge.backends.tensorrt.plan.timing_cache_file`).
+    Returns one result dict per sub-network, in build order.
 
     Raises :class:`AdnError` for bad input (TensorRT missing included),
     :class:`BuildFailure` when TensorRT fails or an engine lacks the precision asked
@@ -153,14 +157,15 @@ def build_directory(
                 emit("warning", 0, None, w)
         else:
             emit("warning", 0, None, f"--calib is only used for int8/best engines; ignored for {options.precision}.")
-    cache_path = Path(timing_cache) if timing_cache is not None else directory / timing_cache_name(data["arch"])
-    if cache_path.is_dir():
-        raise AdnError(f"--timing-cache {str(cache_path)!r} is a directory; give a file name.")
+    if timing_cache is not None and Path(timing_cache).is_dir():
+        raise AdnError(f"--timing-cache {str(timing_cache)!r} is a directory; give a file name.")
 
     calib_data = _calibration_data(directory, data, units, calib_set)
 
     tc = toolchain if toolchain is not None else _real_toolchain(cuda, device, verbose)
     try:
+        cache_path = Path(timing_cache) if timing_cache is not None else \
+            directory / timing_cache_file(str(data["arch"]), tc.env)
         digests = {key: d.digest() for key, d in calib_data.items()}
         jobs = plan_unit_builds(directory, str(data["arch"]), units, options, tc.env, calib_set is not None, digests,
                                 force)

@@ -6,10 +6,21 @@ module only translates those decisions into TensorRT 10 API calls. No GPU is
 available to CI, so it is type-checked with mypy against the published TensorRT
 stubs instead (``mypy.ini``): keep it small and keep every call in the stubs.
 
-Version notes. JetPack 6 ships TensorRT 10.3, so only API present there is used,
-or it is behind a version branch. TensorRT 11 removed the FP16/INT8 builder flags
-and the INT8 calibrator; :func:`adn_edge.backends.tensorrt.plan.select_source` never asks for
-them on 11.x (strongly typed networks from the float16 or Q/DQ graph instead).
+Version notes. JetPack 6 ships TensorRT 10.3, JetPack 7.2 10.16, the x86 wheels are
+11.x: every ``trt.`` name used here exists in all three, or sits behind a version
+branch or ``hasattr`` (``.ci/trt_names.py`` checks this against the API listings in
+``tests/fixtures/tensorrt/``, and the test double exposes exactly one version's names).
+TensorRT 11 removed the FP16/INT8 builder flags and the INT8 calibrator classes;
+:func:`adn_edge.backends.tensorrt.plan.select_source` never asks for them on 11.x
+(strongly typed networks from the float16 or Q/DQ graph instead), and the calibrator
+class is defined only when it is built, on 10.x: a module-level subclass of
+``trt.IInt8EntropyCalibrator2`` made this module fail to import on TensorRT 11.
+
+Two defaults of TensorRT are changed on purpose: TF32 is cleared for fp32 engines
+(on by default, it makes an "fp32" engine compute convolutions with a 10-bit
+mantissa on Ampere and later, every Orin included), and builds are
+``ProfilingVerbosity.DETAILED`` for the precision check, which the runner turns back
+down per execution context (DETAILED NVTX ranges cost latency in every enqueue).
 
 Importing this module without TensorRT raises :class:`~adn_edge.errors.AdnError`
 with install instructions; :mod:`adn_edge.backends.tensorrt.build` imports it only when building.
@@ -26,6 +37,7 @@ import numpy as np
 from adn_edge.backends.tensorrt import env as trt_env
 from adn_edge.backends.tensorrt.calibration import CalibrationData, CalibrationPlan
 from adn_edge.backends.tensorrt.options import BuildOptions, ProfileShapes
+from adn_edge.backends.tensorrt import plan as plan_mod
 from adn_edge.backends.tensorrt.plan import BuiltEngine, Job
 from adn_edge.errors import BuildFailure
 from adn_edge.backends.tensorrt.env import Environment
@@ -93,12 +105,11 @@ def parser_errors(parser: trt.OnnxParser) -> list[str]:
     return out
 
 
-class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-    """Feeds :class:`CalibrationData` batches to TensorRT (TensorRT 10 only: 11.x has
-    no calibrator, INT8 comes from Q/DQ graphs there)."""
+class CalibratorState:
+    """The calibrator's bookkeeping, apart from TensorRT's base class so that it exists
+    (and is tested) on every version; :func:`entropy_calibrator` wraps it for 10.x."""
 
     def __init__(self, plan: CalibrationPlan, cuda: CudaApi | None) -> None:
-        trt.IInt8EntropyCalibrator2.__init__(self)
         self.plan = plan
         self.cuda = cuda
         self.data: CalibrationData | None = plan.data
@@ -113,10 +124,10 @@ class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
                 self._buf = cuda.alloc(nbytes)
                 self._stream = cuda.create_stream()
 
-    def get_batch_size(self) -> int:
+    def batch_size(self) -> int:
         return self.data.batch_size if self.data is not None else 1
 
-    def get_batch(self, names: list[str]) -> list[int]:
+    def next_batch(self, names: list[str]) -> list[int]:
         # TensorRT's Python wrapper turns any exception raised here into "no more
         # batches": everything is caught, kept, and re-raised after the build.
         if self._buf is None or self._stream is None or self.cuda is None or self.error is not None:
@@ -126,7 +137,7 @@ class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
             host = np.ascontiguousarray(batch, dtype=np.float32)
             with self.cuda.activate():
                 self.cuda.copy_htod_async(self._buf, host, self._stream)
-                self.cuda.synchronize(self._stream)
+                self.cuda.synchronize(self._stream)  # TensorRT reads the buffer on its own stream
         except StopIteration:
             return []
         except BaseException as exc:  # noqa: BLE001 - re-raised after the build
@@ -145,12 +156,12 @@ class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         return None
 
     # TensorRT's documented protocol: return None when there is no usable cache.
-    def read_calibration_cache(self) -> bytes | None:
+    def read_cache(self) -> bytes | None:
         if self.plan.reuse_cache and self.plan.cache_path.exists():
             return self.plan.cache_path.read_bytes()
         return None
 
-    def write_calibration_cache(self, cache: memoryview | bytes) -> None:
+    def write_cache(self, cache: memoryview | bytes) -> None:
         if self.incomplete is not None:
             return  # scales from part of the data must not become a cache later builds trust
         try:
@@ -167,6 +178,40 @@ class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
                 if self._stream is not None:
                     self.cuda.destroy_stream(self._stream)
                     self._stream = None
+
+
+def entropy_calibrator(plan: CalibrationPlan, cuda: CudaApi | None) -> tuple[trt.IInt8Calibrator, CalibratorState]:
+    """TensorRT 10's ``IInt8EntropyCalibrator2`` over a :class:`CalibratorState`: the
+    object to hand to ``config.int8_calibrator``, and the state to read afterwards.
+
+    The class is made here, not at module level: TensorRT 11 has no calibrator classes
+    (INT8 comes from Q/DQ graphs there), and a module-level subclass made every build
+    fail at import, fp16 included.
+    """
+    if not hasattr(trt, "IInt8EntropyCalibrator2"):
+        raise AdnError(f"TensorRT {trt.__version__} has no INT8 calibrator (TensorRT 11 reads INT8 scales from Q/DQ "
+                       "graphs only).", "Build INT8 engines from `adn-edge quantize` graphs, or use TensorRT 10.")
+    state = CalibratorState(plan, cuda)
+
+    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        """Feeds :class:`CalibrationData` batches to TensorRT 10."""
+
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return state.batch_size()
+
+        def get_batch(self, names: list[str]) -> list[int]:
+            return state.next_batch(names)
+
+        def read_calibration_cache(self) -> bytes | None:
+            return state.read_cache()
+
+        def write_calibration_cache(self, cache: memoryview | bytes) -> None:
+            state.write_cache(cache)
+
+    return _EntropyCalibrator(), state
 
 
 class TrtToolchain:
@@ -191,15 +236,24 @@ class TrtToolchain:
     # ---------------------------------------------------------------- timing cache
 
     def load_timing_cache(self, path: Path) -> str:
-        """Load (or start) the shared timing cache; returns a line for the report."""
+        """Load (or start) the shared timing cache; returns a line for the report.
+
+        TensorRT answers a cache from another version by ignoring it or returning no
+        cache at all, and one from another GPU by refusing it in ``set_timing_cache``:
+        every case starts a new cache (the default file name carries the version and
+        GPU, so this is rare) rather than mixing tactics or failing the build."""
         blob = path.read_bytes() if path.is_file() else b""
         config = self.builder.create_builder_config()
-        cache = config.create_timing_cache(blob)
+        cache: trt.ITimingCache | None = config.create_timing_cache(blob) if blob else None
         note = f"timing cache {path.name}: " + (f"reusing {len(blob)} bytes" if blob else "new")
-        if blob and not config.set_timing_cache(cache, False):
-            # Written by another TensorRT version or GPU: start over rather than mix.
+        if cache is not None and not config.set_timing_cache(cache, False):
+            cache = None
+        if cache is None:
+            if blob:
+                note = f"timing cache {path.name}: written by another TensorRT/GPU (or damaged), starting a new one"
             cache = config.create_timing_cache(b"")
-            note = f"timing cache {path.name}: from another TensorRT/GPU, starting a new one"
+            if cache is None:
+                raise BuildFailure(f"TensorRT {self.env.tensorrt_version} could not create an empty timing cache.")
         self._cache = cache
         self._cache_bytes_seen = blob
         return note
@@ -211,8 +265,8 @@ class TrtToolchain:
         if path.is_file():
             disk = path.read_bytes()
             if disk and disk != self._cache_bytes_seen:
-                other = self.builder.create_builder_config().create_timing_cache(disk)
-                if not self._cache.combine(other, False):
+                other: trt.ITimingCache | None = self.builder.create_builder_config().create_timing_cache(disk)
+                if other is None or not self._cache.combine(other, False):
                     log.warning("Timing cache %s was written for another TensorRT/GPU; overwriting it.", path)
         blob = bytes(self._cache.serialize())
         write_bytes(path, blob)
@@ -256,21 +310,31 @@ class TrtToolchain:
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # for the precision check
         opt_profile = self.builder.create_optimization_profile()
         opt_profile.set_shape(profile.input_name, _dims(profile.min), _dims(profile.opt), _dims(profile.max))
-        config.add_optimization_profile(opt_profile)
-        if self._cache is not None:
-            config.set_timing_cache(self._cache, False)
-        if job.source.fp16_flag:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if job.source.int8_flag:
-            config.set_flag(trt.BuilderFlag.INT8)
+        if config.add_optimization_profile(opt_profile) < 0:
+            raise BuildFailure(f"TensorRT rejected the optimisation profile {profile.as_record()} of {job.engine}.")
+        if self._cache is not None and not config.set_timing_cache(self._cache, False):
+            log.warning("TensorRT refused the timing cache for %s; building without it.", job.engine)
+        if options.precision == "fp32" and not options.tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)  # on by default: "fp32" would compute in TF32
+        if job.source.fp16_flag or job.source.int8_flag:
+            if self.env.trt_major >= 11:  # select_source never asks; a guard, not a path
+                raise AdnError(f"TensorRT {self.env.tensorrt_version} has no FP16/INT8 builder flags.",
+                               plan_mod.PRECISION_SUPPORT[11])
+            if job.source.fp16_flag:
+                config.set_flag(trt.BuilderFlag.FP16)
+            if job.source.int8_flag:
+                config.set_flag(trt.BuilderFlag.INT8)
 
-        calibrator: _EntropyCalibrator | None = None
+        calibrator: CalibratorState | None = None
         if job.source.calibrate:
             if calibration is None:
                 raise AdnError(f"{job.engine} needs INT8 calibration data.", "Pass --calib IMAGES_DIR.")
+            if self.env.trt_major >= 11:
+                raise AdnError(f"TensorRT {self.env.tensorrt_version} has no INT8 calibrator.",
+                               plan_mod.PRECISION_SUPPORT[11])
             needs_data = calibration.data is not None and not calibration.reuse_cache
-            calibrator = _EntropyCalibrator(calibration, self._cuda_api() if needs_data else None)
-            config.int8_calibrator = calibrator
+            trt_calibrator, calibrator = entropy_calibrator(calibration, self._cuda_api() if needs_data else None)
+            config.int8_calibrator = trt_calibrator
             # A dynamic-batch network needs a fixed-shape calibration profile, even
             # when the scales come from the cache.
             cal_shape = calibration.data.shape if calibration.data is not None else (

@@ -22,12 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adn_edge.backends.tensorrt.engines import check_engine_source, choose_precision, engine_for, pick_precision
 from adn_edge.backends.tensorrt.options import sample_dims
-from adn_edge.backends.tensorrt.engines import choose_precision, engine_for, pick_precision
-from adn_edge.modeldir.names import segment_key
 from adn_edge.backends.tensorrt.units import segment_what
 from adn_edge.errors import AdnError
-from adn_edge.modeldir.manifest import SEGMENT_KINDS
+from adn_edge.modeldir.manifest import SEGMENT_KINDS, segments_record
+from adn_edge.modeldir.names import segment_key
 
 INPUT, LOGITS, PING, PONG = "input", "logits", "a", "b"
 
@@ -95,15 +95,16 @@ def monolithic_layout(manifest: Mapping[str, Any], codes: Sequence[str], precisi
     in_name, out_name = str(spec.get("name") or "input"), str(out.get("name") or "logits")
     links = {code: Link(code, engine_for(manifest, code, p), in_name, out_name, in_dims, out_dims, INPUT, LOGITS)
              for code in codes}
+    for code, link in links.items():
+        check_engine_source(link.record, manifest["subnets"][code].get("files") or {}, f"sub-network {code}")
     return Layout(p, links, {code: (code,) for code in codes},
                   {INPUT: math.prod(in_dims), LOGITS: math.prod(out_dims)})
 
 
 def segmented_layout(manifest: Mapping[str, Any], codes: Sequence[str], precision: str | None) -> Layout:
     """The 2*S segment engines; code ``c`` runs part k in form ``c[k]`` for every k."""
-    from adn_edge.backends.onnxruntime.segmented import segments_record
-
-    parts = segments_record(dict(manifest))["parts"]
+    parts = segments_record(dict(manifest), ", so it cannot run in segmented mode",
+                            " (or open the directory with segmented=False)")["parts"]
     count = len(parts)
     if not codes:
         raise AdnError("No sub-network was asked for.")
@@ -134,6 +135,8 @@ def segmented_layout(manifest: Mapping[str, Any], codes: Sequence[str], precisio
         prev_out = out_dims
         for kind in SEGMENT_KINDS.values():
             key = segment_key(k, kind)
+            graphs = {"onnx": (part.get("files") or {}).get(kind), "onnx_fp16": (part.get("files_fp16") or {}).get(kind)}
+            check_engine_source(tables[key][p], graphs, segment_what(key))
             links[key] = Link(key, tables[key][p], str(part["input"]), str(part["output"]), in_dims, out_dims,
                               source, target)
     programs = {code: tuple(segment_key(k, SEGMENT_KINDS[flag]) for k, flag in enumerate(code)) for code in codes}

@@ -16,11 +16,44 @@ from adn_edge.backends.tensorrt.options import PRECISIONS
 from adn_edge.errors import AdnError
 
 
+MEMORY_TOLERANCE = 0.10
+"""Two GPUs of one model report slightly different memory across driver releases (a
+Jetson's carve-outs move between JetPacks); a tenth apart is another module (an
+Orin Nano 8 GB reports ~7.4 GiB, an Orin NX 16 GB ~15.3 GiB)."""
+
+
+def gpu_mismatch(record: Mapping[str, Any], env: Environment) -> str | None:
+    """How the GPU an engine record was built for differs from ``env``'s, or None.
+
+    Name and compute capability are not enough: every Orin module is ``Orin (nvgpu)``
+    at sm 8.7, from the 4-SM Orin Nano to the 16-SM AGX Orin, and TensorRT loads a plan
+    built on one on another (warning in its log at most), running tactics chosen for
+    the other chip. So the SM count and total memory are compared too; a record
+    without them (written before they were kept) cannot prove it fits this GPU.
+    """
+    built_gpu, built_cc = record.get("gpu"), str(record.get("compute_capability"))
+    if built_gpu != env.gpu or built_cc != env.compute_capability:
+        return (f"{built_gpu} (compute capability {built_cc}), but this machine has {env.gpu} "
+                f"(compute capability {env.compute_capability})")
+    sms, mem = record.get("sm_count"), record.get("gpu_memory_mib")
+    if env.sm_count is not None and sms != env.sm_count:
+        if sms is None:
+            return (f"{built_gpu} with an unrecorded SM count (the record predates that check), and {env.gpu} "
+                    f"modules differ in SMs (this one has {env.sm_count})")
+        return f"{built_gpu} with {sms} SMs, but this machine's {env.gpu} has {env.sm_count}"
+    if env.memory_mib is not None:
+        if not isinstance(mem, (int, float)) or mem <= 0:
+            return f"{built_gpu} with unrecorded memory (the record predates that check)"
+        if abs(mem - env.memory_mib) > MEMORY_TOLERANCE * max(mem, env.memory_mib):
+            return f"{built_gpu} with {mem} MiB, but this machine's {env.gpu} has {env.memory_mib} MiB"
+    return None
+
+
 def check_engine_compatible(record: Mapping[str, Any], env: Environment, code: str) -> None:
     """Refuse an engine built for another TensorRT or GPU, before TensorRT sees it.
 
     TensorRT itself rejects a plan from another version with a cryptic
-    deserialisation error, and may *accept* one from another GPU of similar compute
+    deserialisation error, and may *accept* one from another GPU of the same compute
     capability and run it with tactics tuned for a different chip.
     """
     name = record.get("path", f"the {code} engine")
@@ -32,12 +65,10 @@ def check_engine_compatible(record: Mapping[str, Any], env: Environment, code: s
             "Rebuild on this device: `adn-edge build DIR` (engines are not portable; copy the ONNX directory "
             "and build where you run).",
         )
-    built_gpu, built_cc = record.get("gpu"), str(record.get("compute_capability"))
-    if built_cc != env.compute_capability or built_gpu != env.gpu:
+    why = gpu_mismatch(record, env)
+    if why is not None:
         raise AdnError(
-            f"{name} was built for {built_gpu} (compute capability {built_cc}), but this machine has "
-            f"{env.gpu} (compute capability {env.compute_capability}); engines are specific to the GPU they "
-            "were built on.",
+            f"{name} was built for {why}; engines are specific to the GPU they were built on.",
             "Rebuild on this device: `adn-edge build DIR`.",
         )
 
@@ -83,3 +114,25 @@ def engine_for(manifest: Mapping[str, Any], code: str, precision: str) -> Mappin
         raise AdnError(f"Sub-network {code} has no {precision} engine.",
                        f"Build it with `adn-edge build DIR --precision {precision} --subnet {code}`.")
     return cast("Mapping[str, Any]", rec)
+
+
+def check_engine_source(record: Mapping[str, Any], files: Mapping[str, Any], what: str) -> None:
+    """Refuse an engine that was not built from the graph its record now sits beside.
+
+    The engine's sha256 proves the file is intact, not that it is the engine of
+    ``what``: swapped records (or a graph re-exported since the build) would run
+    another sub-network's computation under this code. The record names the graph it
+    was built from (``source.key`` and ``source.sha256``); that must be the graph the
+    manifest lists for ``what`` now.
+    """
+    src = record.get("source")
+    src = src if isinstance(src, Mapping) else {}
+    key = src.get("key")
+    current = files.get(key) if isinstance(key, str) else None
+    if isinstance(current, Mapping) and src.get("sha256") and current.get("sha256") == src.get("sha256"):
+        return
+    now = current.get("path") if isinstance(current, Mapping) else "no such graph"
+    raise AdnError(f"{record.get('path')} is listed as the engine of {what}, but it was built from "
+                   f"{src.get('path')!r}, not from the graph now listed for {what} ({now}): the records were "
+                   "swapped or edited, or the graph was re-exported after the build.",
+                   "Rebuild: `adn-edge build DIR` rebuilds exactly the stale engines.")

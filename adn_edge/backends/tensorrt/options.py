@@ -49,13 +49,19 @@ class BuildOptions:
     workspace_mb: int = DEFAULT_WORKSPACE_MB
     opt_level: int = 3
     calib_batch: int = DEFAULT_CALIB_BATCH
+    tf32: bool = False
+    """Allow TF32 in an fp32 engine. TensorRT turns TF32 on by default, so on an Ampere
+    GPU (every Orin) an "fp32" engine would quietly run its convolutions and matmuls
+    with a 10-bit mantissa; fp32 means fp32 unless this says otherwise."""
 
     def record(self) -> dict[str, Any]:
         """What makes two builds of the same ONNX produce different engines.
 
         ``workspace_mb`` is included: a smaller pool can rule tactics out. The
         calibration batch only matters for calibrated INT8, so it is left out otherwise
-        (changing it must not rebuild every FP16 engine).
+        (changing it must not rebuild every FP16 engine); ``tf32`` only for fp32 (an fp32
+        engine recorded without it was built with TensorRT's default, TF32 on, and is
+        rebuilt).
         """
         rec: dict[str, Any] = {
             "precision": self.precision,
@@ -67,6 +73,8 @@ class BuildOptions:
         }
         if self.precision in ("int8", "best"):
             rec["calib_batch"] = self.calib_batch
+        if self.precision == "fp32":
+            rec["tf32"] = self.tf32
         return rec
 
 
@@ -151,6 +159,7 @@ def make_options(
     workspace_mb: int | None = DEFAULT_WORKSPACE_MB,
     opt_level: int = 3,
     calib_batch: int = DEFAULT_CALIB_BATCH,
+    tf32: bool = False,
 ) -> BuildOptions:
     """Validate user-facing options against the model directory's input spec."""
     prec = normalise_precision(precision)
@@ -165,7 +174,7 @@ def make_options(
     cb = _positive_int(calib_batch, "calibration batch size")
     if static_n is not None:
         cb = static_n  # a static graph calibrates with its own batch or not at all
-    return BuildOptions(prec, lo, opt, hi, ws, opt_level, cb)
+    return BuildOptions(prec, lo, opt, hi, ws, opt_level, cb, bool(tf32))
 
 
 def sample_dims(shape: Any, what: str = "the input", image: bool = False) -> tuple[int, ...]:

@@ -11,17 +11,54 @@ All plain Python; the TensorRT-facing code only executes the jobs.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adn_edge.backends.tensorrt.engines import gpu_mismatch
 from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.backends.tensorrt.options import PRECISIONS, BuildOptions
 from adn_edge.backends.tensorrt.units import Unit
 from adn_edge.errors import AdnError
 from adn_edge.fileio import sha256_file
-from adn_edge.modeldir.names import calibration_cache_name, engine_name
+from adn_edge.modeldir.names import calibration_cache_name, engine_name, timing_cache_name
+
+
+# --------------------------------------------------------------------------- cache names
+
+
+def _slug(text: str) -> str:
+    return "-".join(re.findall(r"[a-z0-9]+", text.lower())) or "gpu"
+
+
+def cache_tag(env: Environment, gpu: bool = True) -> str:
+    """What a cache is valid for: ``trt10.3.0`` and, for timing caches, the GPU
+    (``-orin-nvgpu-cc87-8sm``). TensorRT ignores (or refuses) a timing cache from another
+    version and times every tactic for one GPU; a calibration cache is bound to the
+    version's format, while its scales (properties of the activations) are not to a GPU."""
+    tag = f"trt{env.tensorrt_version}"
+    if gpu:
+        tag += f"-{_slug(env.gpu)}-cc{env.compute_capability.replace('.', '')}"
+        if env.sm_count:
+            tag += f"-{env.sm_count}sm"
+    return tag
+
+
+def timing_cache_file(arch: str, env: Environment) -> str:
+    """``<arch>.trt10.3.0-orin-nvgpu-cc87-8sm.timing.cache``: the default timing cache,
+    one per TensorRT version and GPU, so a directory built on two devices (or before and
+    after a JetPack upgrade) keeps a valid cache for each. Built from the model
+    directory's own name (:func:`adn_edge.modeldir.names.timing_cache_name`)."""
+    return timing_cache_name(f"{arch}.{cache_tag(env)}")
+
+
+def calibration_cache_file(arch: str, key: str, env: Environment) -> str:
+    """``<arch>_<key>.trt10.3.0.int8.calib``: one INT8 calibration cache per graph and
+    TensorRT version (:func:`adn_edge.modeldir.names.calibration_cache_name`)."""
+    return calibration_cache_name(arch, f"{key}.{cache_tag(env, gpu=False)}")
+
 
 
 # --------------------------------------------------------------------------- source
@@ -169,9 +206,9 @@ def staleness(
         return "ONNX graph changed"
     if existing.get("tensorrt_version") != env.tensorrt_version:
         return f"TensorRT {existing.get('tensorrt_version')} -> {env.tensorrt_version}"
-    if existing.get("gpu") != env.gpu or str(existing.get("compute_capability")) != env.compute_capability:
-        return (f"GPU {existing.get('gpu')} (sm {existing.get('compute_capability')}) -> "
-                f"{env.gpu} (sm {env.compute_capability})")
+    gpu = gpu_mismatch(existing, env)
+    if gpu is not None:
+        return f"built for {gpu}"
     old_opts = existing.get("options") or {}
     new_opts = options.record()
     if dict(old_opts) != new_opts:
@@ -206,7 +243,7 @@ def plan_unit_builds(
         # graph: `adn-edge quantize`'s graph is the INT8 source unless --calib asks otherwise.
         can_calibrate = calibrate or (
             options.precision in ("int8", "best")
-            and (directory / calibration_cache_name(arch, unit.key)).exists()
+            and (directory / calibration_cache_file(arch, unit.key, env)).exists()
             and "onnx" in files
             and "onnx_int8" not in files
         )
@@ -219,7 +256,7 @@ def plan_unit_builds(
             code=unit.key, precision=options.precision, engine=name, source=source,
             source_record=files[source.key], action="build" if reason else "skip",
             reason=reason or "up to date",
-            calibration_cache=calibration_cache_name(arch, unit.key) if source.calibrate else None,
+            calibration_cache=calibration_cache_file(arch, unit.key, env) if source.calibrate else None,
             unit=unit,
         ))
     return jobs

@@ -181,8 +181,7 @@ class TensorRTBackend(Backend):
         from adn_edge.backends.tensorrt.env import Environment
         from adn_edge.backends.tensorrt.engines import check_engine_compatible
 
-        major, minor = self._cuda.compute_capability()
-        env = Environment(str(trt.__version__), self._cuda.device_name(), f"{major}.{minor}")
+        env = Environment.of(str(trt.__version__), self._cuda.device_info())
         self.env = env
         layout = self.layout
         for link in layout.links.values():  # every refusal before any deserialisation
@@ -235,13 +234,18 @@ class TensorRTBackend(Backend):
                 self._capture(program, graph_batch)
 
     def _context(self, engine: trt.ICudaEngine, link: Link) -> trt.IExecutionContext:
-        """A context without memory of its own, on the one shared activation buffer."""
+        """A context without memory of its own, on the one shared activation buffer, with
+        the NVTX verbosity turned down: engines are built DETAILED for the inspector, a
+        context inherits that, and DETAILED NVTX ranges add latency to every
+        ``execute_async_v3`` (also inside a captured CUDA graph: every graph context is
+        made here)."""
         import tensorrt as trt
 
         context: trt.IExecutionContext | None = engine.create_execution_context(
             trt.ExecutionContextAllocationStrategy.USER_MANAGED)
         if context is None:
             raise AdnError(f"TensorRT could not create an execution context for {link.record['path']}.")
+        context.nvtx_verbosity = trt.ProfilingVerbosity.LAYER_NAMES_ONLY
         _bind_activation(context, self._activation)
         return context
 

@@ -98,7 +98,7 @@ class FakeToolchain:
 
     def __init__(self, env: Environment | None = None,
                  inspect: Callable[[Job], str] | None = None) -> None:
-        self.env = env or Environment("10.3.0", "Orin (nvgpu)", "8.7")
+        self.env = env or Environment("10.3.0", "Orin (nvgpu)", "8.7", 8, 7619)  # an Orin Nano 8 GB
         self.inspect = inspect or (lambda job: inspector(
             {"fp16": "fp16_trt10", "fp32": "fp32_trt10", "int8": "int8_trt10", "best": "int8_trt10"}[job.precision]))
         self.builds: list[dict[str, Any]] = []

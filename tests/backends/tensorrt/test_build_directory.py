@@ -15,6 +15,11 @@ from adn_edge.backends.tensorrt.env import Environment
 from adn_edge.errors import AdnError
 from adn_edge.fileio import sha256_file, write_bytes
 
+TIMING_CACHE = "tiny.trt10.3.0-orin-nvgpu-cc87-8sm.timing.cache"
+"""The default timing cache of FakeToolchain's TensorRT 10.3.0 on an 8-SM Orin."""
+CALIB_11 = "tiny_11.trt10.3.0.int8.calib"
+"""Sub-network 11's calibration cache on TensorRT 10.3.0 (the scales do not depend on the GPU)."""
+
 
 def test_builds_every_exported_subnet(model_dir: Path, fake: FakeToolchain) -> None:
     events: list[BuildEvent] = []
@@ -33,10 +38,11 @@ def test_builds_every_exported_subnet(model_dir: Path, fake: FakeToolchain) -> N
         assert rec["options"]["max_batch"] == 8
         assert rec["source"]["key"] == "onnx"
         assert rec["source"]["sha256"] == data["subnets"][code]["files"]["onnx"]["sha256"]
-        assert rec["timing_cache"] == "tiny.timing.cache"
-    # one timing cache for the whole model, beside the engines, saved after each engine
-    assert fake.cache_loads == [model_dir / "tiny.timing.cache"]
-    assert fake.cache_saves == [model_dir / "tiny.timing.cache"] * 2
+        assert rec["timing_cache"] == TIMING_CACHE
+        assert (rec["sm_count"], rec["gpu_memory_mib"]) == (8, 7619)  # what tells Orin modules apart
+    # one timing cache for the whole model and this TensorRT + GPU, beside the engines, saved after each engine
+    assert fake.cache_loads == [model_dir / TIMING_CACHE]
+    assert fake.cache_saves == [model_dir / TIMING_CACHE] * 2
     assert [b["job"].source.fp16_flag for b in fake.builds] == [True, True]
     profile = fake.builds[0]["profile"]
     assert (profile.min, profile.opt, profile.max) == ((1, 3, 8, 8), (1, 3, 8, 8), (8, 3, 8, 8))
@@ -139,11 +145,11 @@ def test_int8_calibration_and_its_cache(model_dir: Path, tmp_path: Path, fake: F
                               toolchain=fake, progress=events.append)
     cal = fake.builds[0]["calibration"]
     assert cal is not None and cal.reuse_cache is False and cal.data is not None
-    assert cal.cache_path == model_dir / "tiny_11.int8.calib"
+    assert cal.cache_path == model_dir / CALIB_11
     assert cal.data.batch_size == 5  # 5 images < calibration batch 8
     rec = manifest.load(model_dir)["subnets"]["11"]["engines"]["int8"]
-    assert rec["calibration"]["cache"] == "tiny_11.int8.calib"
-    assert rec["calibration"]["cache_sha256"] == sha256_file(model_dir / "tiny_11.int8.calib")
+    assert rec["calibration"]["cache"] == CALIB_11
+    assert rec["calibration"]["cache_sha256"] == sha256_file(model_dir / CALIB_11)
     assert rec["calibration"]["images"] == 5 and rec["calibration"]["batches"] == 1
     assert rec["options"]["calib_batch"] == 8
     assert any("Only 5 calibration images" in w for w in results[0]["warnings"])
@@ -225,3 +231,17 @@ def test_static_int8_needs_a_full_calibration_batch(tmp_path: Path, fake: FakeTo
     write_pngs(tmp_path / "enough", 9)
     build_directory(d, precision="int8", calib=tmp_path / "enough", toolchain=fake)
     assert fake.builds[0]["calibration"].data.batch_size == 4
+
+
+def test_swapped_engine_records_are_refused_before_loading(model_dir: Path, fake: FakeToolchain) -> None:
+    """Hashes intact, records swapped: each engine names the graph it was built from."""
+    from adn_edge.backends.tensorrt.chain import monolithic_layout
+
+    build_directory(model_dir, toolchain=fake)
+    data = manifest.load(model_dir)
+    assert monolithic_layout(data, ["11", "01"], "fp16").precision == "fp16"
+    a, b = data["subnets"]["11"]["engines"], data["subnets"]["01"]["engines"]
+    a["fp16"], b["fp16"] = b["fp16"], a["fp16"]
+    with pytest.raises(AdnError, match=r"listed as the engine of sub-network 11, but it was built from "
+                                       r"'tiny_01.onnx'"):
+        monolithic_layout(data, ["11", "01"], "fp16")

@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 TYPINGS = REPO / "typings"
-TRT_MODULES = ["adn_edge/backends/tensorrt", "adn_edge/backends/cuda", "adn_edge/cli/build.py"]
+TRT_MODULES = ["adn_edge/backends/tensorrt", "adn_edge/backends/cuda", "adn_edge/platform", "adn_edge/cli/build.py",
+               "adn_edge/cli/doctor.py"]
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,7 @@ def test_every_cause_of_a_rebuild(built: tuple[Path, dict]) -> None:
     assert "ONNX graph changed" == _stale(engine, rec, source_record={"path": "m.onnx", "sha256": "new"})
     assert "TensorRT 10.3.0 -> 10.4.0" == _stale(engine, rec, env=Environment("10.4.0", ENV.gpu, "8.7"))
     gpu = _stale(engine, rec, env=Environment("10.3.0", "NVIDIA GeForce RTX 4090", "8.9"))
-    assert gpu is not None and "GPU Orin (nvgpu)" in gpu and "RTX 4090" in gpu
+    assert gpu is not None and "built for Orin (nvgpu)" in gpu and "RTX 4090" in gpu
     changed = _stale(engine, rec, options=make_options(SPEC, "fp16", max_batch=16))
     assert changed == "options changed (max_batch 8 -> 16)"
     assert _stale(engine, {**rec, "source": {"key": "onnx_fp16", "sha256": "a"}}) == "graph 'onnx_fp16' -> 'onnx'"

@@ -91,99 +91,31 @@ def test_cuda_layer_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert opened == ["CudaPython", "PyCuda", "PyCuda"]
 
 
-class _FakeCudart:
-    """Enough of cuda-python's runtime module to exercise CudaPython's host-side logic
-    (tuple returns, error checks, pinned arrays) with host memory standing in."""
-
-    class cudaError_t:  # noqa: N801 - mirrors the binding
-        cudaSuccess = 0
-        cudaErrorMemoryAllocation = 2
-
-    class cudaMemcpyKind:  # noqa: N801
-        cudaMemcpyHostToDevice = 1
-        cudaMemcpyDeviceToHost = 2
-
-    class cudaStreamCaptureMode:  # noqa: N801
-        cudaStreamCaptureModeThreadLocal = 1
-
-    class _Props:
-        name = b"Orin (nvgpu)\0\0\0"
-        major, minor = 8, 7
-
-    def __init__(self) -> None:
-        import ctypes
-
-        self.ctypes = ctypes
-        self.blocks: dict[int, object] = {}
-        self.copies: list[tuple[int, int, int, int]] = []
-
-    def cudaGetErrorString(self, err):  # noqa: N802
-        return (0, b"out of memory" if err == 2 else b"error")
-
-    def cudaGetDeviceCount(self):  # noqa: N802
-        return (0, 1)
-
-    def cudaSetDevice(self, d):  # noqa: N802
-        return (0,)
-
-    def cudaGetDeviceProperties(self, d):  # noqa: N802
-        return (0, self._Props())
-
-    def _alloc(self, n):
-        buf = self.ctypes.create_string_buffer(n)
-        ptr = self.ctypes.addressof(buf)
-        self.blocks[ptr] = buf
-        return ptr
-
-    def cudaMalloc(self, n):  # noqa: N802
-        return (2, None) if n > 1 << 40 else (0, self._alloc(n))
-
-    def cudaMallocHost(self, n):  # noqa: N802
-        return (0, self._alloc(n))
-
-    def cudaFree(self, p):  # noqa: N802
-        self.blocks.pop(p)
-        return (0,)
-
-    cudaFreeHost = cudaFree
-
-    def cudaMemcpyAsync(self, dst, src, count, kind, stream):  # noqa: N802
-        self.ctypes.memmove(dst, src, count)
-        self.copies.append((dst, src, count, kind))
-        return (0,)
-
-    def cudaStreamCreateWithFlags(self, flags):  # noqa: N802
-        assert flags == 1  # non-blocking: see CudaPython.create_stream
-        return (0, 1234)
-
-    def cudaStreamSynchronize(self, s):  # noqa: N802
-        return (0,)
-
-    def cudaStreamDestroy(self, s):  # noqa: N802
-        return (0,)
-
-
 def test_cuda_python_layer_on_a_fake_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeCudart()
-    monkeypatch.setattr(cuda_python, "import_cudart", lambda: fake)
+    """CudaPython over the cuda-python double (``(cudaError_t, value)`` tuples): pinned
+    arrays, copies that complete at synchronize, errors named by CUDA."""
+    from tests.runtime._fake_cuda import FakeGpu, install_cuda_python
+
+    gpu = FakeGpu()
+    install_cuda_python(monkeypatch, gpu)
     api = cuda_python.CudaPython(0)
-    assert api.device_name() == "Orin (nvgpu)" and api.compute_capability() == (8, 7)
+    info = api.device_info()
+    assert (info.name, info.compute_capability, info.sm_count, info.memory_mib) == ("Orin (nvgpu)", "8.7", 8, 7619)
     host = api.alloc_pinned((2, 3), np.dtype(np.float32))
     assert host.array.shape == (2, 3) and host.array.dtype == np.float32
     host.array[...] = np.arange(6, dtype=np.float32).reshape(2, 3)
     dev = api.alloc(host.array.nbytes)
     stream = api.create_stream()
-    assert stream.handle == 1234
     with api.activate():
         api.copy_htod_async(dev, host.array[:1], stream)  # first row only: 12 bytes
-        assert fake.copies[-1][2] == 12
         back = api.alloc_pinned((1, 3), np.dtype(np.float32))
         api.copy_dtoh_async(back.array, dev, stream)
+        assert gpu.pending(stream.handle) == ["memcpy H2D", "memcpy D2H"]
         api.synchronize(stream)
     np.testing.assert_array_equal(back.array, [[0, 1, 2]])
     with pytest.raises(ValueError):
         api.copy_htod_async(api.alloc(4), host.array, stream)
-    with pytest.raises(cl.CudaError, match="out of memory"):
+    with pytest.raises(cl.CudaError, match=r"cudaErrorMemoryAllocation \(2\): out of memory"):
         api.alloc(1 << 41)
     api.free(dev)
     assert dev.ptr == 0
@@ -196,6 +128,6 @@ def test_no_test_folder_shadows_an_inference_library() -> None:
     """pytest puts test folders without __init__.py on sys.path (rootdir 'prepend' mode):
     a folder named like a real package (tests/tensorrt) would shadow TensorRT itself and
     make every GPU test skip with a wrong reason. Keep such folders nested (tests/backends/)."""
-    shadowing = {"tensorrt", "onnxruntime", "torch", "onnx", "pycuda", "cuda", "numpy", "adn_edge"}
+    shadowing = {"tensorrt", "onnxruntime", "torch", "onnx", "pycuda", "cuda", "numpy", "adn_edge", "platform"}
     tests = REPO / "tests"
     assert not [p.name for p in tests.iterdir() if p.is_dir() and p.name in shadowing]

@@ -78,7 +78,23 @@ def test_manifest_records_the_build(built: Path) -> None:
         assert set(engines) == {"fp32", "fp16"}
         assert engines["fp16"]["precision_observed"]["by_precision"].get("FP16", 0) > 0
         assert engines["fp16"]["tensorrt_version"] and engines["fp16"]["compute_capability"]
-    assert (built / "tiny.timing.cache").stat().st_size > 0
+        assert engines["fp16"]["sm_count"] > 0 and engines["fp16"]["gpu_memory_mib"] > 0
+        assert engines["fp32"]["options"]["tf32"] is False
+    cache = data["subnets"][CODES[0]]["engines"]["fp16"]["timing_cache"]
+    assert cache.startswith("tiny.trt") and (built / cache).stat().st_size > 0
+
+
+def test_contexts_run_below_detailed_nvtx(built: Path) -> None:
+    """Engines are built DETAILED (for the inspector); the contexts must not inherit it."""
+    import tensorrt as trt
+
+    backend = open_backend(built, "fp16", cuda_graphs=True, graph_batch=1)
+    try:
+        contexts = [s.context for s in backend._slots.values()]
+        contexts += [c for s in backend._slots.values() for c in s.graph_contexts.values()]
+        assert contexts and all(c.nvtx_verbosity == trt.ProfilingVerbosity.LAYER_NAMES_ONLY for c in contexts)
+    finally:
+        backend.close()
 
 
 def test_switching_shares_one_activation_buffer(built: Path) -> None:
