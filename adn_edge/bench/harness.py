@@ -30,7 +30,9 @@ from adn_edge.bench.machine import machine_state
 from adn_edge.bench.stats import CV_WARN, latency_stats
 from adn_edge.errors import AdnError
 from adn_edge.modeldir import ModelDir, open_dir
-from adn_edge.modeldir.results import load_accuracy
+from adn_edge.modeldir import manifest as manifest_mod
+from adn_edge.modeldir.lock import writing
+from adn_edge.modeldir.results import identity, load_accuracy
 
 DEVICES = ("orin", "cuda", "cpu")
 Iterate = Callable[[Sequence[str], str], Any]
@@ -66,13 +68,27 @@ class BenchOptions:
 
 
 def _check(opts: BenchOptions) -> None:
+    """Refuse impossible options before anything is loaded. Times must be finite: a NaN
+    compares false with everything, so ``--duration nan`` used to pass every check and
+    end up as ``NaN`` in the report (which then is not JSON); ``inf`` never ends."""
+    import math
+
+    from adn_edge.fileio import check_threads
+
     if opts.device not in DEVICES:
         raise AdnError(f"--device must be one of {', '.join(DEVICES)}, not {opts.device!r}.")
     for name in ("batch", "iterations"):
         if getattr(opts, name) < 1:
             raise AdnError(f"--{name} must be at least 1, not {getattr(opts, name)}.")
-    if opts.warmup_iters < 0 or opts.warmup_s < 0 or opts.duration_s < 0 or opts.idle_s < 0:
-        raise AdnError("Warm-up, duration and idle times must not be negative.")
+    if opts.warmup_iters < 0:
+        raise AdnError(f"--warmup must not be negative, not {opts.warmup_iters}.")
+    for flag, value, positive in (("--duration", opts.duration_s, False), ("--warmup-seconds", opts.warmup_s, False),
+                                  ("--idle-seconds", opts.idle_s, False), ("--interval-ms", opts.interval_ms, True),
+                                  ("cv_threshold", opts.cv_threshold, True)):
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise AdnError(f"{flag} must be a finite number {'above' if positive else 'of at least'} 0, not {value!r}.",
+                           "Pass a number of seconds (milliseconds for --interval-ms), such as 5.")
+    check_threads(opts.threads)
 
 
 def resolve_backend(opts: BenchOptions, m: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -180,7 +196,7 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
         finally:
             sw.close()
         power = report_mod.power_block(source.describe(), idle)
-    accuracy = load_accuracy(directory, int(m["num_stages"]))
+    accuracy = load_accuracy(directory, m, precision=opts.precision, segmented=opts.segmented)
     if accuracy:
         for code, entry in results.items():
             entry["accuracy"] = accuracy.get(code)
@@ -190,11 +206,16 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
         subnets=results,
         model={"arch": m["arch"], "directory": str(directory), "num_stages": m["num_stages"],
                "input_shape": shape, "precision": opts.precision},
-        settings={**asdict(opts), "subnets": codes}, runtime=describe,
+        settings={**asdict(opts), "subnets": codes}, runtime=describe, identity=identity(m, codes),
         timing="host wall-clock around EngineSwitcher.infer (input copy-in and logits copy-out included); "
                "on GPUs also device_ms, CUDA events around the compute",
     )
     if write:
-        path = report_mod.write_report(report, directory)
-        report_mod.write_csv(report, path.with_suffix(".csv"))
+        with writing(directory, "bench"):  # measured on these graphs: written only if they are still these
+            if manifest_mod.load(directory).get("source") != m.get("source"):
+                raise AdnError(f"{str(directory)!r} was re-exported while it was being benchmarked; the "
+                               "measurements describe graphs that are gone and were not written.",
+                               "Run `adn-edge bench` again.")
+            path = report_mod.write_report(report, directory)
+            report_mod.write_csv(report, path.with_suffix(".csv"))
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ from adn_edge.cli.output import console, print_json, progress
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to keyword options (true/false, integers, floats, else text)."""
+    """``KEY=VALUE`` strings to keyword options (true/false, integers, finite floats, else
+    text); ``nan``/``inf`` would otherwise become floats that pass every comparison."""
     from adn_edge.errors import AdnError
 
     out: dict[str, Any] = {}
@@ -30,6 +32,9 @@ def parse_options(items: list[str]) -> dict[str, Any]:
                     break
                 except ValueError:
                     pass
+            if isinstance(value, float) and not math.isfinite(value):
+                raise AdnError(f"--backend-option {item!r} is not a finite number.",
+                               "Pass a number, such as -O max_batch=64.")
         out[key.strip()] = value
     return out
 

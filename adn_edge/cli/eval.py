@@ -46,7 +46,9 @@ def register(app: typer.Typer) -> None:
         if threads is not None:
             import torch
 
-            torch.set_num_threads(max(1, threads))
+            from adn_edge.fileio import check_threads
+
+            torch.set_num_threads(check_threads(threads))
         if not target.exists():
             raise AdnError(f"{str(target)!r} does not exist.",
                            "Pass a checkpoint file or a model directory written by `adn-edge export`.")
@@ -96,6 +98,10 @@ def register(app: typer.Typer) -> None:
                           f"({dataset.split}, {len(dataset)} images)")
             result = ev.evaluate_model(model, dataset, subnet, batch_size=batch_size, recalibrate_with=batches,
                                        recal_samples=recal_samples, iterate=None if as_json else progress)
+            # PyTorch on the checkpoint itself: no graphs, so readers trust it only for
+            # unrecalibrated graphs of these very weights.
+            result.identity = {"source_sha256": ckpt.source_record().get("sha256"),
+                               "recalibrated": batches is not None, "graphs": None}
             out_dir = out or default_out_dir(model.arch)
             label = model.arch
         path = ev.write_eval(out_dir, result, variant=variant)

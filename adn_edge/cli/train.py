@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from adn_edge.errors import AdnError
+        from adn_edge.fileio import check_threads
         from adn_edge.train.trainer import TrainConfig
         from adn_edge.train.trainer import train as run_training
 
@@ -82,10 +84,17 @@ def register(app: typer.Typer) -> None:
         except ValueError:
             raise AdnError(f"--milestones must be comma-separated fractions, not {milestones!r}.",
                            "Example: --milestones 0.5,0.75") from None
+        # NaN passes every range check downstream (comparisons are all false) and
+        # trains a run of NaN losses; refuse non-finite numbers where they are typed.
+        for flag, value in (("--lr", lr), ("--weight-decay", weight_decay), ("--momentum", momentum),
+                            ("--gamma", gamma), ("--warmup-epochs", warmup_epochs),
+                            ("--label-smoothing", label_smoothing), ("--alpha", alpha),
+                            ("--temperature", temperature), ("--ema-decay", ema_decay), ("--clip-grad", clip_grad),
+                            ("--train-fraction", train_fraction), *(("--milestones", m) for m in marks)):
+            if value is not None and not math.isfinite(value):
+                raise AdnError(f"{flag} must be a finite number, not {value!r}.")
         if threads is not None:
-            if threads < 1:
-                raise AdnError(f"--threads must be at least 1, not {threads}.")
-            torch.set_num_threads(threads)
+            torch.set_num_threads(check_threads(threads))
         cfg = TrainConfig(
             arch=arch, data=data, out_dir=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer,
             lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule, milestones=marks, gamma=gamma,

@@ -30,7 +30,9 @@ from adn_edge.materialize import materialize, stable_names
 from adn_edge.models.folding import Folder
 from adn_edge.models.base import ADNModel
 from adn_edge.models.registry import get_spec
+from adn_edge.modeldir.lock import writing
 from adn_edge.modeldir.names import onnx_name
+from adn_edge.modeldir.retire import retire
 
 Iterate = Callable[[Sequence[str], str], Iterable[str]]
 
@@ -101,6 +103,7 @@ class Exporter:
             check_recalibratable(model)
         self.costs = arch_costs(model.arch, model.num_classes, self.input_size)
         self._digests: dict[str, str] = {}
+        self._replaced: dict[str, Any] | None = None
         self.manifest = self._open_manifest()
 
     def _open_manifest(self) -> dict[str, Any]:
@@ -111,6 +114,7 @@ class Exporter:
         fresh["recalibration"] = self._recalibration_record()
         # Evaluation preprocessing, for everything that feeds real images (calibration, eval).
         fresh["input"].update(resize=self.spec.eval_resize(self.input_size), interpolation=self.spec.interpolation)
+        self._replaced = None
         if not manifest.path_in(self.out_dir).exists():
             return fresh
         try:
@@ -121,6 +125,7 @@ class Exporter:
                 and old["input"]["shape"] == fresh["input"]["shape"] and old.get("opset") == fresh["opset"])
         same = same and old.get("recalibration") == self._recalibration_record()
         if not same:
+            self._replaced = old  # its graphs, engines and results go once the new ones are written
             return fresh
         return old
 
@@ -150,9 +155,15 @@ class Exporter:
         codes = self.resolve(specs)
         iterate = iterate or (lambda items, _desc: items)
         results = []
-        for code in iterate(codes, f"export {self.model.arch}"):
-            results.append(self.export_one(code))
-            manifest.save(self.out_dir, self.manifest)  # after each: a crash keeps what was verified
+        with writing(self.out_dir, "export"):
+            # Read under the lock: a writer that finished meanwhile added entries to keep.
+            self.manifest = self._open_manifest()
+            for code in iterate(codes, f"export {self.model.arch}"):
+                results.append(self.export_one(code))
+                manifest.save(self.out_dir, self.manifest)  # after each: a crash keeps what was verified
+            if self._replaced is not None:
+                retire(self.out_dir, self._replaced, self.manifest)
+                self._replaced = None
         return results
 
     def _graph(self, code: str, model: ADNModel, folder: Folder, transposes: og.TransposeIndex) -> onnx.ModelProto:

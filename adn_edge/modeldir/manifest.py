@@ -5,6 +5,14 @@ and the runtime trusts nothing that it does not list (every file is checked agai
 its sha256 on open). It is plain JSON, read without torch, and always written
 atomically.
 
+A manifest is data from wherever the directory came from, so it is validated in
+full on every load and save (:func:`validate`: the JSON Schema of
+:mod:`adn_edge.modeldir.schema`, then codes, segments and paths), and every file it
+lists is reached through one function, :func:`resolve_in`: relative, normalised,
+inside the directory once symlinks are resolved, and a regular file. Names the tools
+build from its fields (``<arch>_<code>...``) are safe because ``arch`` is an
+identifier and codes are canonical.
+
 Layout (schema 1)::
 
     {"schema": 1, "adn_edge_version": "0.1.0", "kind": "adn-edge-model-dir",
@@ -33,13 +41,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
-from collections.abc import Iterable
-from typing import Any
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PureWindowsPath
+from typing import Any, BinaryIO, cast
 
 from adn_edge import __version__
+from adn_edge import subnet as subnet_mod
 from adn_edge.errors import AdnError
-from adn_edge.fileio import read_json, sha256_file, write_json
+from adn_edge.fileio import read_json, write_json
+from adn_edge.modeldir import schema as schema_mod
 
 SCHEMA = 1
 FILENAME = "manifest.json"
@@ -89,12 +100,26 @@ def load(directory: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.exists():
         raise AdnError(f"{str(directory)!r} has no {FILENAME}, so it is not an adn-edge model directory.",
                        "Create one with `adn-edge export CHECKPOINT --arch ARCH --out DIR`.")
-    data = read_json(path, "manifest")
+    try:
+        data = read_json(path, "manifest")
+    except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits, nesting deeper than the parser
+        raise AdnError(f"The manifest {str(path)!r} cannot be read as JSON ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:120]}); it is damaged or was edited by hand.",
+                       "Re-export the model directory.") from None
     validate(data, path)
-    return data
+    return cast("dict[str, Any]", data)  # validate() vouched for it
 
 
 def validate(data: Any, where: str | os.PathLike[str] = FILENAME) -> None:
+    """Refuse a manifest that is not schema 1, as one :class:`AdnError` naming the fields at fault.
+
+    Runs on every load and every save, so no reader indexes into a damaged manifest
+    and no writer saves one. Three layers: the kind and schema number (a manifest of
+    another version gets its own message), the JSON Schema of
+    :mod:`adn_edge.modeldir.schema` (types, required fields, the ``arch`` identifier,
+    the ``num_stages`` bound), then what a schema cannot say (:func:`_semantic_problems`:
+    codes against ``num_stages``, segment parts against the stages, paths confined).
+    """
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise AdnError(f"{str(where)!r} is not an adn-edge manifest.")
     schema = data.get("schema")
@@ -104,10 +129,66 @@ def validate(data: Any, where: str | os.PathLike[str] = FILENAME) -> None:
             f"({__version__}) reads schema {SCHEMA}.",
             "Re-export the model with this version of adn-edge.",
         )
-    for key in ("arch", "num_stages", "num_classes", "input", "output", "subnets"):
-        if key not in data:
-            raise AdnError(f"{str(where)!r} lacks the field {key!r}; it is damaged.",
-                           "Re-export the model directory.")
+    found = schema_mod.problems(data)
+    if not found:  # the semantic rules index into what the schema has vouched for
+        found = _semantic_problems(data)
+    if found:
+        shown = "; ".join(found[:3])
+        more = f" ({len(found)} problems in all)" if len(found) > 3 else ""
+        raise AdnError(f"{where}: {shown}{more}. The manifest is damaged or was edited by hand, and adn-edge "
+                       "reads nothing from a model directory it cannot validate.",
+                       "Re-export the model directory (`adn-edge export CHECKPOINT --arch ARCH --out DIR`).")
+
+
+def _read_paths(data: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(JSON location, path) of every file record that a reader opens: graphs, engines,
+    segment graphs and segment engines. Assumes ``data`` passed the schema."""
+    for code, entry in data["subnets"].items():
+        for key, rec in entry["files"].items():
+            yield f"subnets.{code}.files.{key}.path", rec["path"]
+        for key, rec in (entry.get("engines") or {}).items():
+            yield f"subnets.{code}.engines.{key}.path", rec["path"]
+    for k, part in enumerate((data.get("segments") or {}).get("parts") or []):
+        for group in ("files", "files_fp16"):
+            for kind, rec in (part.get(group) or {}).items():
+                yield f"segments.parts[{k}].{group}.{kind}.path", rec["path"]
+        for kind, by_precision in (part.get("engines") or {}).items():
+            for key, rec in by_precision.items():
+                yield f"segments.parts[{k}].engines.{kind}.{key}.path", rec["path"]
+
+
+def _semantic_problems(data: dict[str, Any]) -> list[str]:
+    """What JSON Schema cannot express: sub-network codes as long as ``num_stages`` (the
+    key, the entry's ``code`` and ``skip_cfg`` agreeing), the segments record with one
+    part per stage in order, and every read path relative and normalised
+    (:func:`relpath_problem`; where it resolves is checked when it is read, :func:`resolve_in`)."""
+    out: list[str] = []
+    stages = data["num_stages"]
+    for code, entry in data["subnets"].items():
+        if len(code) != stages:
+            out.append(f"subnets has the key {code!r}, but codes of this model have {stages} characters "
+                       "(num_stages)")
+            continue
+        if entry["code"] != code:
+            out.append(f"subnets.{code}.code is {entry['code']!r}, not its key {code!r}")
+        if entry["skip_cfg"] != subnet_mod.to_skip_cfg(code):
+            out.append(f"subnets.{code}.skip_cfg must be {subnet_mod.to_skip_cfg(code)!r} for code {code} "
+                       f"(got {entry['skip_cfg']!r})")
+    seg = data.get("segments")
+    if seg is not None:
+        parts = seg["parts"]
+        if seg["count"] != stages or len(parts) != stages:
+            out.append(f"segments has count {seg['count']} and {len(parts)} parts, but one part per stage "
+                       f"({stages}, num_stages) is needed")
+        out += [f"segments.parts[{k}].index must be {k} (got {part['index']})"
+                for k, part in enumerate(parts) if part["index"] != k]
+        out += [f"segments.subnets has the key {code!r}, but codes of this model have {stages} characters"
+                for code in seg.get("subnets") or {} if len(code) != stages]
+    for field, path in _read_paths(data):
+        problem = relpath_problem(path)
+        if problem:
+            out.append(f"{field} {problem} (got {path!r})")
+    return out
 
 
 def save(directory: str | os.PathLike[str], data: dict[str, Any]) -> Path:
@@ -119,8 +200,11 @@ def save(directory: str | os.PathLike[str], data: dict[str, Any]) -> Path:
 
 
 def file_record(directory: str | os.PathLike[str], name: str) -> dict[str, Any]:
-    p = Path(directory) / name
-    return {"path": name, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+    """The manifest record of ``name``, a file just written into ``directory``: the name
+    as given (relative), its sha256 and size, read through the same confinement and
+    regular-file checks as every reader (:func:`resolve_in`)."""
+    digest, size = _digest(resolve_in(directory, name, "path"), name, directory)
+    return {"path": name, "sha256": digest, "bytes": size}
 
 
 def subnet(data: dict[str, Any], code: str) -> dict[str, Any]:
@@ -140,8 +224,6 @@ def resolve_codes(data: dict[str, Any], subnets: str | Iterable[str] | None,
     ``subnets``), super-net first, then by descending GMACs; explicit codes, in any
     accepted spelling, must be present (the error names what is).
     """
-    from adn_edge import subnet as subnet_mod
-
     present = data["subnets"] if present is None else present
     if not present:
         raise AdnError(f"The model directory lists no exported sub-network ({data['arch']}).",
@@ -176,18 +258,120 @@ def segments_record(data: dict[str, Any], purpose: str, otherwise: str) -> dict[
     return seg
 
 
+def relpath_problem(relpath: Any) -> str | None:
+    """Why ``relpath`` cannot name a file of a model directory, or None when it can.
+
+    A listed path is relative to the directory, in POSIX form and normalised: no
+    absolute path (``/x``, ``C:\\x``), no ``..`` and no empty or ``.`` component (so
+    one file has one spelling), no backslash (a separator on Windows, a name character
+    here) and no NUL. This is the textual half of :func:`resolve_in`, checked for every
+    listed file when the manifest is validated.
+    """
+    if not isinstance(relpath, str) or not relpath:
+        return "must be a non-empty relative path"
+    if "\x00" in relpath or "\\" in relpath:
+        return "must not contain a NUL or a backslash"
+    if relpath.startswith("/") or PureWindowsPath(relpath).drive:
+        return "must be relative to the model directory, not absolute"
+    if any(part in ("", ".", "..") for part in relpath.split("/")):
+        return "must be a normalised path inside the model directory (no '..', '.' or empty component)"
+    return None
+
+
+def resolve_in(directory: str | os.PathLike[str], relpath: Any, field: str = "path") -> Path:
+    """The one path rule of a model directory: ``relpath`` (read from a manifest field
+    named ``field``) as a real path inside ``directory``, or an :class:`AdnError`.
+
+    Why: a manifest is data that may come from anywhere (a download, a copied SD card);
+    before this, a record of ``../outside/evil.onnx``, ``/etc/passwd`` or a symlink to
+    ``/dev/zero`` (with a matching sha256, or none needed to hang on a FIFO) was read
+    by bench, eval and the runtime. The text must pass :func:`relpath_problem`, and the
+    path with every symlink resolved must still lie inside the directory's real path
+    (a symlink to another file of the directory is fine). Returns the resolved path,
+    so that the caller opens the file that was checked rather than re-following links.
+    """
+    problem = relpath_problem(relpath)
+    if problem:
+        raise AdnError(f"The manifest of {str(directory)!r} lists the file {field} {relpath!r}, which {problem}.",
+                       "adn-edge reads only files inside the model directory; re-export it.")
+    root = os.path.realpath(directory)
+    target = os.path.realpath(os.path.join(root, relpath))
+    if target == root or os.path.commonpath([root, target]) != root:
+        raise AdnError(f"{relpath} (the manifest's {field}) in {str(directory)!r} resolves to {target!r}, outside "
+                       "the model directory (a symbolic link leads out of it).",
+                       "adn-edge reads only files inside the model directory; replace the link by the file.")
+    return Path(target)
+
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+"""Opening never waits (a FIFO opened for reading would block until a writer comes)
+and never follows a link that appeared after :func:`resolve_in` resolved the path."""
+
+
+def _open_regular(path: Path, shown: str, directory: str | os.PathLike[str]) -> BinaryIO:
+    """``path`` (from :func:`resolve_in`) opened for reading, refused unless it is a regular
+    file: a FIFO would hang the reader, a device such as ``/dev/zero`` never ends, a
+    directory is no artifact. The check is on the opened descriptor, so it is the
+    file that will be read."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise AdnError(f"{shown} is listed in {FILENAME} but missing from {str(directory)!r}.",
+                       "Re-export (or re-build) the model directory.") from None
+    except OSError as exc:
+        raise AdnError(f"{shown} in {str(directory)!r} cannot be read: {exc.strerror}.",
+                       "Re-export (or re-build) the model directory.") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
+                "a device or socket"
+            raise AdnError(f"{shown} in {str(directory)!r} is {what}, not a regular file; adn-edge reads only "
+                           "regular files listed in the manifest.", "Re-export (or re-build) the model directory.")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _mismatch(shown: Any, directory: str | os.PathLike[str], detail: str = "") -> AdnError:
+    return AdnError(
+        f"{shown} in {str(directory)!r} does not match the sha256 recorded in {FILENAME} "
+        f"({detail}it was modified or truncated after export).",
+        "Re-export (or re-build) it; adn-edge refuses to run a file it cannot verify.")
+
+
+def _size_problem(f: BinaryIO, record: dict[str, Any]) -> str:
+    """A size differing from the record's ``bytes``, said before the file is read: a
+    wrong file (however large) is refused without reading it."""
+    size, want = os.fstat(f.fileno()).st_size, record.get("bytes")
+    if isinstance(want, int) and not isinstance(want, bool) and size != want:
+        return f"it is {size} bytes, the record says {want}: "
+    return ""
+
+
+def _digest(path: Path, shown: str, directory: str | os.PathLike[str],
+            record: dict[str, Any] | None = None) -> tuple[str, int]:
+    """(sha256, size) of ``path`` (from :func:`resolve_in`), hashed in chunks; with a
+    ``record``, a size unlike its ``bytes`` is refused before anything is read."""
+    h = hashlib.sha256()
+    with _open_regular(path, shown, directory) as f:
+        detail = _size_problem(f, record) if record is not None else ""
+        if detail:
+            raise _mismatch(shown, directory, detail)
+        size = os.fstat(f.fileno()).st_size
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest(), size
+
+
 def verify_file(directory: str | os.PathLike[str], record: dict[str, Any]) -> Path:
-    """Check that a listed file exists and matches its sha256; return its path."""
-    p = Path(directory) / record["path"]
-    if not p.exists():
-        raise AdnError(f"{record['path']} is listed in {FILENAME} but missing from {str(directory)!r}.",
-                       "Re-export (or re-build) the model directory.")
-    digest = sha256_file(p)
-    if digest != record["sha256"]:
-        raise AdnError(
-            f"{record['path']} in {str(directory)!r} does not match the sha256 recorded in {FILENAME} "
-            "(it was modified or truncated after export).",
-            "Re-export (or re-build) it; adn-edge refuses to run a file it cannot verify.")
+    """Check that a listed file lies inside the directory (:func:`resolve_in`), is a
+    regular file and matches its sha256; return its resolved path (symlinks resolved,
+    so that a caller opening it again reads the file that was checked)."""
+    p = resolve_in(directory, record.get("path"), "path")
+    if _digest(p, record["path"], directory, record)[0] != record.get("sha256"):
+        raise _mismatch(record["path"], directory)
     return p
 
 
@@ -196,19 +380,18 @@ def read_verified(directory: str | Path, record: dict[str, Any]) -> bytes:
 
     Hashing the very bytes that are then handed to the inference library (rather than
     hashing the file and re-reading it) leaves no window in which the file could
-    change between the check and the load, and reads each artifact once.
+    change between the check and the load, and reads each artifact once. The path
+    goes through :func:`resolve_in` and must be a regular file, as in :func:`verify_file`.
     """
-    p = Path(directory) / str(record["path"])
-    try:
-        data: bytes = p.read_bytes()
-    except FileNotFoundError:
-        raise AdnError(f"{record['path']} is listed in {FILENAME} but missing from {str(directory)!r}.",
-                       "Re-export (or re-build) the model directory.") from None
-    except OSError as exc:
-        raise AdnError(f"{record['path']} in {str(directory)!r} cannot be read: {exc.strerror}.") from None
+    p = resolve_in(directory, record.get("path"), "path")
+    with _open_regular(p, record["path"], directory) as f:
+        detail = _size_problem(f, record)
+        if detail:
+            raise _mismatch(record["path"], directory, detail)
+        try:
+            data: bytes = f.read()
+        except OSError as exc:
+            raise AdnError(f"{record['path']} in {str(directory)!r} cannot be read: {exc.strerror}.") from None
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-        raise AdnError(
-            f"{record['path']} in {str(directory)!r} does not match the sha256 recorded in {FILENAME} "
-            "(it was modified or truncated after export).",
-            "Re-export (or re-build) it; adn-edge refuses to run a file it cannot verify.")
+        raise _mismatch(record["path"], directory)
     return data

@@ -14,6 +14,9 @@ EVAL = "eval.json"
 EVAL_GLOB = "eval*.json"
 BENCH_GLOB = "bench-*.json"
 RANGES_SUFFIX = "ranges.json"
+LOCK = ".adn-edge.lock"
+RETIRED = ".retired"
+"""Where a re-export with other weights moves the results of the old ones (never read)."""
 
 
 def onnx_name(arch: str, code: str, variant: str = "") -> str:

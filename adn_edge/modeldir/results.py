@@ -10,7 +10,9 @@ precision, by content, not by name alone.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any, cast
 from adn_edge import subnet
 from adn_edge.errors import AdnError
 from adn_edge.fileio import read_json
-from adn_edge.modeldir.names import BENCH_GLOB, EVAL, EVAL_GLOB, bench_name
+from adn_edge.modeldir.names import BENCH_GLOB, EVAL_GLOB, bench_name, eval_name
 
 SCHEMA = 1
 DEVICE_KINDS = ("orin", "cuda", "cpu")
@@ -104,10 +106,21 @@ def load_bench(path: Path) -> dict[str, Any]:
     return cast("dict[str, Any]", data)
 
 
-def find_eval(directory: Path) -> Path | None:
-    preferred = directory / EVAL
-    if preferred.exists():
-        return preferred
+def find_eval(directory: Path, precision: str | None = None, segmented: bool = False) -> Path | None:
+    """The evaluation that describes what runs: ``eval-<precision>[-segmented].json`` for
+    a switcher of that precision and mode (an INT8 switcher must not be ranked by FP32
+    accuracies), then ``eval-<precision>.json``, then ``eval.json``, then the newest."""
+    variants = []
+    p = (precision or "").lower()
+    if p and p != "fp32":
+        variants += [f"{p}-segmented"] if segmented else []
+        variants.append(p)
+    elif segmented:
+        variants.append("segmented")
+    for variant in [*variants, ""]:
+        candidate = directory / eval_name(variant)
+        if candidate.is_file():
+            return candidate
     found = sorted(directory.glob(EVAL_GLOB))
     return _newest(found) if found else None
 
@@ -136,11 +149,83 @@ def load_eval(path: Path, num_stages: int, metric: str = "top1") -> dict[str, fl
     return out
 
 
-def load_accuracy(directory: Path, num_stages: int, metric: str = "top1") -> dict[str, float] | None:
-    """Accuracy per canonical code from the directory's evaluation (:func:`find_eval`),
-    or None when it was never evaluated."""
-    path = find_eval(Path(directory))
-    return (load_eval(path, num_stages, metric) or None) if path is not None else None
+def load_accuracy(directory: Path, manifest: Mapping[str, Any], metric: str = "top1", *,
+                  precision: str | None = None, segmented: bool = False,
+                  notes: list[str] | None = None) -> dict[str, float] | None:
+    """Accuracy per canonical code from the evaluation that fits (:func:`find_eval`), only
+    for what still is in the directory (:func:`current_codes`); None when there is none."""
+    path = find_eval(Path(directory), precision, segmented)
+    if path is None:
+        return None
+    record = read_json(path, "evaluation results")
+    accuracy = load_eval(path, int(manifest["num_stages"]), metric)
+    keep = current_codes(record, manifest, accuracy, path.name, notes)
+    return {c: v for c, v in accuracy.items() if c in keep} or None
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def graph_digest(manifest: Mapping[str, Any], code: str) -> str | None:
+    """What identifies sub-network ``code``'s computation in this directory: the sha256 of
+    its float32 graph (every precision derives from it), or of its chain of segment
+    graphs when it exists only in segmented form; None when the directory lacks both."""
+    rec = ((manifest.get("subnets") or {}).get(code) or {}).get("files", {}).get("onnx")
+    if isinstance(rec, Mapping) and isinstance(rec.get("sha256"), str):
+        return str(rec["sha256"])
+    seg = manifest.get("segments")
+    parts = seg.get("parts") if isinstance(seg, Mapping) else None
+    if not parts or len(parts) != len(code):
+        return None
+    kinds = {"1": "full", "0": "skip"}
+    digests = []
+    for part, flag in zip(parts, code):
+        r = ((part.get("files") or {}) if isinstance(part, Mapping) else {}).get(kinds.get(flag, ""))
+        if not (isinstance(r, Mapping) and isinstance(r.get("sha256"), str)):
+            return None
+        digests.append(str(r["sha256"]))
+    return "chain:" + hashlib.sha256(":".join(digests).encode()).hexdigest()
+
+
+def identity(manifest: Mapping[str, Any], codes: Sequence[str] | None) -> dict[str, Any]:
+    """The ``identity`` a result file records: the weights (the source checkpoint's
+    sha256) and, per sub-network measured, :func:`graph_digest` (``graphs`` None for a
+    PyTorch evaluation of the checkpoint itself)."""
+    source = manifest.get("source") if isinstance(manifest.get("source"), Mapping) else {}
+    return {"source_sha256": source.get("sha256"), "recalibrated": manifest.get("recalibration") is not None,
+            "graphs": None if codes is None else {c: graph_digest(manifest, c) for c in codes}}
+
+
+def current_codes(record: Any, manifest: Mapping[str, Any], codes: Mapping[str, Any] | Sequence[str],
+                  name: str, notes: list[str] | None = None) -> set[str]:
+    """Which of ``codes`` a result file still describes, by its ``identity`` (see
+    :func:`identity`) against the directory's manifest now; what is dropped is said in
+    ``notes``. A result of other weights, or of graphs since re-exported, describes
+    nothing here; one from before identities were recorded is trusted, as it was then."""
+    codes = set(codes)
+    ident = record.get("identity") if isinstance(record, Mapping) else None
+    say = notes.append if notes is not None else (lambda _m: None)
+    if not isinstance(ident, Mapping):  # written before identities were recorded: trusted, as before
+        return codes
+    now = identity(manifest, None)
+    if ident.get("source_sha256") != now["source_sha256"]:
+        say(f"{name} measured other weights (source sha256 {str(ident.get('source_sha256'))[:12]}, not "
+            f"{str(now['source_sha256'])[:12]}): ignored")
+        return set()
+    graphs = ident.get("graphs")
+    if graphs is None:  # a PyTorch evaluation of the checkpoint
+        if now["recalibrated"] or ident.get("recalibrated"):
+            say(f"{name} evaluated the checkpoint in PyTorch, and it or these graphs were recalibrated per "
+                "sub-network, each on its own data: ignored")
+            return set()
+        return codes
+    if not isinstance(graphs, Mapping):
+        say(f"{name} has a malformed identity: ignored")
+        return set()
+    stale = {c for c in codes if graphs.get(c) is None or graphs.get(c) != graph_digest(manifest, c)}
+    if stale:
+        say(f"{name}: {', '.join(sorted(stale))} measured graphs since replaced: ignored")
+    return codes - stale
 
 
 def _num(v: Any) -> bool:
@@ -246,3 +331,65 @@ def validate_bench(obj: Any, where: str = "The benchmark report") -> None:
                        + "; ".join(problems) + ".",
                        "Re-run `adn-edge bench` with this version of adn-edge; if it wrote this file, please "
                        "report it with the file.")
+
+
+# --------------------------------------------------------------------------- writing eval files
+
+_MERGE_KEYS = {"schema": None, "dataset": None, "split": None, "samples": None, "source": None,
+               "recalibrated": False, "precision": "fp32", "segmented": False}
+"""What must agree for two evaluations to share one file (absent keys read as these
+defaults, so records of older writers merge instead of being replaced)."""
+
+
+def _mergeable(old: Any, new: Mapping[str, Any]) -> bool:
+    if not (isinstance(old, Mapping) and isinstance(old.get("subnets"), Mapping)):
+        return False
+    if any(old.get(k, d) != new.get(k, d) for k, d in _MERGE_KEYS.items()):
+        return False
+    ident_old, ident_new = old.get("identity"), new.get("identity")
+    if isinstance(ident_old, Mapping) and isinstance(ident_new, Mapping):
+        return bool(ident_old.get("source_sha256") == ident_new.get("source_sha256"))
+    return ident_old is None and ident_new is None
+
+
+def write_eval_record(directory: str | os.PathLike[str], record: Mapping[str, Any], variant: str = "",
+                      merge: bool = True) -> tuple[Path, list[str]]:
+    """Write an evaluation as ``eval[-variant].json``, under the directory's writer lock.
+
+    An earlier file of the same data, weights, precision and mode keeps its other
+    sub-networks (one file never mixes figures measured on different data or
+    weights). One that cannot be merged is moved to ``.retired/`` with a note,
+    never silently overwritten: an evaluation of one sub-network must not erase
+    sixteen others."""
+    from adn_edge.fileio import write_json
+    from adn_edge.modeldir.lock import writing
+
+    directory = Path(directory)
+    path = directory / eval_name(variant)
+    notes: list[str] = []
+    out = dict(record)
+    with writing(directory, "eval"):
+        if path.exists():
+            try:
+                old = read_json(path, "evaluation file")
+            except AdnError:
+                old = None
+            if merge and _mergeable(old, out):
+                out["subnets"] = {**old["subnets"], **out["subnets"]}  # type: ignore[index]
+            else:
+                moved = _set_aside(directory, path)
+                notes.append(f"{path.name} held results of other data, weights or graphs; moved to {moved}")
+        write_json(path, out)
+    return path, notes
+
+
+def _set_aside(directory: Path, path: Path) -> str:
+    import datetime as _dt
+
+    from adn_edge.modeldir.names import RETIRED
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = directory / RETIRED / stamp
+    target.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target / path.name)
+    return f"{RETIRED}/{stamp}/{path.name}"

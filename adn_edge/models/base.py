@@ -1,7 +1,7 @@
 """What every ADN architecture shares.
 
 An ADN model is an ``nn.Module`` whose ``forward(x, skip)`` reproduces the official
-research code's forward for the given skip list (docs/checkpoints.md). On top of that each
+research code's forward for the given skip list (docs/official-format.md section 1). On top of that each
 family implements :meth:`ADNModel.static_body`, which builds the *static* module of
 one sub-network: skipped blocks absent, norm twins chosen, BatchNorm folded. That
 second method is what makes a sub-network exportable without control flow.

@@ -6,6 +6,13 @@ each run with :func:`time.perf_counter` (the clock every sample is stamped with)
 and asks for the power inside that window. Keeping the clock and the integration
 rules here, once, is what makes numbers from different boards comparable.
 
+Readings are checked for plausibility before they become samples: a meter that
+prints ``VDD_IN 1000000000mW`` would otherwise put a megawatt into the report. An
+implausible reading is dropped and counted (:meth:`PowerSource._reject`); a few are
+tolerated (one corrupt line must not cost a ten-minute run), but when more than
+:data:`MAX_REJECTED_FRACTION` of the readings are rejected the numbers are not
+trusted and the run fails with :class:`PowerSourceError` (:func:`rejection_error`).
+
 Nothing here imports torch, numpy-heavy code or a vendor library: sources import
 their own dependencies lazily, so that ``--power none`` needs nothing.
 """
@@ -19,7 +26,7 @@ import time
 from types import TracebackType
 from typing import Any, ClassVar
 
-from adn_edge.errors import AdnError, AdnProblem
+from adn_edge.errors import AdnError, AdnProblem, PowerSourceError
 from adn_edge.power.energy import PowerSample, WindowPower, window_power
 
 POWER_CHOICES = ("auto", "tegrastats", "nvml", "none")
@@ -30,6 +37,26 @@ _FACTORIES = {
     "nvml": "adn_edge.power.nvml:NvmlSource",
     "none": "adn_edge.power.none:NoPowerSource",
 }
+
+MAX_REJECTED_FRACTION = 0.1
+"""More rejected readings than this share of all readings fails the run."""
+MIN_REJECTED_TO_FAIL = 3
+"""Below this many rejections a run never fails (a glitch at the very start would
+otherwise be 50 % of two readings)."""
+MAX_REJECTION_EXAMPLES = 5
+
+
+def rejection_error(source: str, rejected: int, accepted: int, examples: list[str]) -> PowerSourceError:
+    """The error of a run whose meter gave too many implausible (or over-long) readings."""
+    total = rejected + accepted
+    pct = 100.0 * rejected / total if total else 100.0
+    shown = "; ".join(examples[:3])
+    return PowerSourceError(
+        f"{source} gave {rejected} implausible or over-long readings out of {total} ({pct:.0f} %, more than the "
+        f"{MAX_REJECTED_FRACTION:.0%} tolerated), so its energy figures cannot be trusted"
+        + (f"; first: {shown}." if shown else "."),
+        "Run the meter by hand and check its output (a failing sensor or driver prints such values), "
+        "or use --power none to measure latency only.")
 
 
 class PowerSource(abc.ABC):
@@ -50,6 +77,10 @@ class PowerSource(abc.ABC):
         self._samples: list[PowerSample] = []
         self._cond = threading.Condition()
         self._running = False
+        self.rejected = 0
+        """Readings dropped as implausible (or, for tegrastats, lines too long to be one)."""
+        self.rejections: list[str] = []
+        """Why, for the first few (the report shows them)."""
 
     # -- subclass API ------------------------------------------------------------
     @abc.abstractmethod
@@ -71,6 +102,21 @@ class PowerSource(abc.ABC):
         with self._cond:
             self._samples.append(sample)
             self._cond.notify_all()
+
+    def _reject(self, reason: str) -> None:
+        """Drop a reading that cannot be true, and remember why (the first few)."""
+        with self._cond:
+            self.rejected += 1
+            if len(self.rejections) < MAX_REJECTION_EXAMPLES:
+                self.rejections.append(reason)
+            self._cond.notify_all()
+
+    def _check_rejections(self) -> None:
+        """Raise :func:`rejection_error` once too large a share of the readings was rejected."""
+        with self._cond:
+            rejected, accepted, examples = self.rejected, len(self._samples), list(self.rejections)
+        if rejected >= MIN_REJECTED_TO_FAIL and rejected > MAX_REJECTED_FRACTION * (rejected + accepted):
+            raise rejection_error(self.name, rejected, accepted, examples)
 
     # -- shared behaviour -----------------------------------------------------------
     @property
@@ -113,6 +159,7 @@ class PowerSource(abc.ABC):
             return None
         if wait:
             self.wait_until(t1)
+        self._check_rejections()  # a window over mostly-rejected readings is no measurement
         return window_power(self.samples, t0, t1, quantity=quantity)
 
     def __enter__(self) -> PowerSource:

@@ -7,8 +7,11 @@ already average over up to a second. Either way a thread polls every
 ``interval_ms`` and stamps each reading with :func:`time.perf_counter`.
 
 What is measured is the whole graphics board as NVML reports it, not the host CPU,
-so ``rail`` says ``nvml_board``. ``pynvml`` is imported only when this source is
-built, so the rest of the package never needs it.
+so ``rail`` says ``nvml_board``. Readings are checked before they become samples,
+as tegrastats' are (:mod:`adn_edge.power.base`): a power that is negative or above
+twice the board's enforced power limit (:data:`FALLBACK_MAX_W` when NVML does not
+say), or an energy counter that runs backwards, is dropped and counted. ``pynvml``
+is imported only when this source is built, so the rest of the package never needs it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from typing import Any, ClassVar
 from adn_edge.errors import AdnError, PowerSourceError
 from adn_edge.power.base import PowerSource
 from adn_edge.power.energy import PowerSample
+
+FALLBACK_MAX_W = 2000.0
+"""Plausibility bound when the GPU reports no power limit: above any single board's."""
 
 INSTALL_HINT = ("Install it with `pip install nvidia-ml-py` (imported as pynvml), or use --power none "
                 "to measure latency only.")
@@ -68,6 +74,7 @@ class NvmlSource(PowerSource):
             self.handle = self.nv.nvmlDeviceGetHandleByIndex(index)
             self.gpu_name = _text(self.nv.nvmlDeviceGetName(self.handle))
             self.use_counter = self._counter_supported() if use_counter is None else use_counter
+            self.max_w = self._plausible_max_w()
         except BaseException:
             self._shutdown_nvml()
             raise
@@ -81,6 +88,24 @@ class NvmlSource(PowerSource):
             return True
         except Exception:  # noqa: BLE001 - NVMLError_NotSupported and friends
             return False
+
+    def _plausible_max_w(self) -> float:
+        """Twice the enforced power limit: boards overshoot it briefly, never by 2x."""
+        try:
+            limit_mw = float(self.nv.nvmlDeviceGetEnforcedPowerLimit(self.handle))
+        except Exception:  # noqa: BLE001 - not supported, or a binding without it
+            return FALLBACK_MAX_W
+        return 2 * limit_mw / 1000.0 if limit_mw > 0 else FALLBACK_MAX_W
+
+    def _implausible(self, sample: PowerSample, prev: PowerSample | None) -> str | None:
+        """Why ``sample`` cannot be a real reading (None: it can)."""
+        if sample.energy_mj is not None and prev is not None and prev.energy_mj is not None \
+                and sample.energy_mj < prev.energy_mj:
+            return f"the energy counter ran backwards ({prev.energy_mj:.0f} -> {sample.energy_mj:.0f} mJ)"
+        w = sample.module_w
+        if w is None or not (0.0 <= w <= self.max_w):  # also refuses NaN
+            return f"{w} W is outside 0..{self.max_w:.0f} W for {self.gpu_name}"
+        return None
 
     def _read(self, t: float, prev: PowerSample | None) -> PowerSample:
         if self.use_counter:
@@ -98,8 +123,13 @@ class NvmlSource(PowerSource):
         try:
             while True:
                 t = time.perf_counter()
-                prev = self._read(t, prev)
-                self._add(prev)
+                sample = self._read(t, prev)
+                why = self._implausible(sample, prev)
+                if why is None:
+                    self._add(sample)
+                    prev = sample
+                else:
+                    self._reject(why)
                 if self._stop.wait(max(0.0, period - (time.perf_counter() - t))):
                     break
         except Exception as exc:  # noqa: BLE001 - surfaced by check()/stop()
@@ -131,6 +161,7 @@ class NvmlSource(PowerSource):
             err, self._error = self._error, None
             raise PowerSourceError(f"Reading GPU power through NVML failed: {err}.",
                                    "Use --power none to measure latency only.")
+        self._check_rejections()
 
     def stop(self) -> None:
         if self._thread is not None:
@@ -152,5 +183,6 @@ class NvmlSource(PowerSource):
     def describe(self) -> dict[str, Any]:
         return {"source": "nvml", "rail": "nvml_board", "interval_ms": self.interval_ms,
                 "method": "energy-counter" if self.use_counter else "power-sampling",
-                "gpu": self.gpu_name, "gpu_index": self.index,
+                "gpu": self.gpu_name, "gpu_index": self.index, "plausible_max_w": self.max_w,
+                "rejected_samples": self.rejected, "rejections": list(self.rejections),
                 "notes": ["power of the whole GPU board as reported by NVML; host CPU not included"]}

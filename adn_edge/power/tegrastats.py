@@ -4,11 +4,16 @@
 line when it is read (lines carry at most a second-resolution date) and owns the
 subprocess's whole life: terminate, then kill, on stop, error or Ctrl-C. What a line
 means, across every JetPack's format, is :mod:`adn_edge.power.tegrastats_format`.
+
+Its output is read in fixed-size chunks and split into lines here, never with
+``readline``: a tool printing one endless line made ``readline`` grow without end
+(3.6 GB before the issue was filed). A line longer than :data:`MAX_LINE_BYTES` is
+discarded as it streams past and counted as a rejected sample, like a reading with
+implausible values; too many of either fail the run (:mod:`adn_edge.power.base`).
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import shutil
 import signal
@@ -22,7 +27,14 @@ from adn_edge.errors import AdnError, PowerSourceError
 from adn_edge.power.base import PowerSource
 from adn_edge.power.energy import PowerSample
 
-from adn_edge.power.tegrastats_format import ParseFailure, TegrastatsReading, parse_line
+from adn_edge.power.tegrastats_format import Implausible, ParseFailure, TegrastatsReading, parse_line
+
+MAX_LINE_BYTES = 64 * 1024
+"""Longest line accepted. Real lines are under 1 KB (every core, engine and rail of an
+AGX Orin); anything near this is not tegrastats output."""
+READ_CHUNK = 64 * 1024
+STDERR_TAIL_BYTES = 4096
+"""How much of the tool's error output is kept for the error message."""
 
 MISSING_HINT = (
     "tegrastats ships with JetPack in the nvidia-l4t-tools package and lives at "
@@ -32,7 +44,7 @@ MISSING_HINT = (
 )
 
 
-def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     # The tool runs in its own session, so its process group id is its pid: signalling
     # the group also reaches anything a wrapper script started.
     try:
@@ -44,7 +56,7 @@ def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
             pass
 
 
-def _reap(proc: subprocess.Popen[str], term_timeout_s: float) -> None:
+def _reap(proc: subprocess.Popen[bytes], term_timeout_s: float) -> None:
     """Terminate, then kill, then wait: the process is gone (and reaped) afterwards."""
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
@@ -81,12 +93,15 @@ class TegrastatsSource(PowerSource):
         self.failures: list[ParseFailure] = []
         """The first few unparsable lines, for the report."""
         self.failure_count = 0
+        self.overlong_lines = 0
+        self.discarded_bytes = 0
+        """Bytes of over-long lines thrown away unread."""
         self.board: TegrastatsReading | None = None
         """The first reading with power: which rails this board has."""
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._last_pid: int | None = None
         self._threads: list[threading.Thread] = []
-        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self._stderr = bytearray()
         self._stopping = False
         self._exit_code: int | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -121,12 +136,12 @@ class TegrastatsSource(PowerSource):
         self._exit_code = None
         try:
             self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          stdin=subprocess.DEVNULL, text=True, bufsize=1,
-                                          errors="replace", start_new_session=True)
+                                          stdin=subprocess.DEVNULL, bufsize=0, start_new_session=True)
         except OSError as exc:
             raise AdnError(f"tegrastats at {self.executable!r} could not be started: {exc.strerror or exc}.",
                            MISSING_HINT) from None
         self._last_pid = self._proc.pid
+        self._stderr = bytearray()
         # Reaps the process if the owner forgets stop() or the interpreter exits.
         self._finalizer = weakref.finalize(self, _reap, self._proc, self.term_timeout_s)
         self._running = True
@@ -142,10 +157,13 @@ class TegrastatsSource(PowerSource):
             self._shutdown()
             raise
 
+    def _seen(self) -> int:
+        return self.readings + self.failure_count + self.rejected
+
     def _wait_first(self) -> None:
         deadline = time.perf_counter() + self.first_line_timeout_s
         with self._cond:
-            while not self._samples and self._running and self.readings + self.failure_count < 3:
+            while not self._samples and self._running and self._seen() < 3:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
@@ -156,7 +174,13 @@ class TegrastatsSource(PowerSource):
             self._wait_exit()
             self._shutdown()
             raise self._died("before printing a reading")
-        if self.readings + self.failure_count:
+        if self.rejected and not self.readings:
+            raise PowerSourceError(
+                f"tegrastats printed only implausible or over-long readings ({self.rejected} so far; first: "
+                f"{self.rejections[0]}), so energy cannot be measured.",
+                "Run `tegrastats --interval 50` by hand and check its output; use --power none to measure "
+                "latency only.")
+        if self._seen():
             example = self.failures[0].line if self.failures else ""
             raise PowerSourceError(
                 "tegrastats runs but its lines carry no power rails, so energy cannot be measured"
@@ -189,12 +213,14 @@ class TegrastatsSource(PowerSource):
         self._shutdown()
         if died:
             raise self._died("while the benchmark was running")
+        self._check_rejections()
 
     def check(self) -> None:
         if self._died_on_its_own():
             self._wait_exit()
             self._shutdown()
             raise self._died("while the benchmark was running")
+        self._check_rejections()
 
     def _shutdown(self) -> None:
         proc = self._proc
@@ -224,7 +250,8 @@ class TegrastatsSource(PowerSource):
                 self._cond.notify_all()
 
     def _died(self, when: str) -> PowerSourceError:
-        err = " | ".join(line.strip() for line in self._stderr if line.strip())
+        text = bytes(self._stderr).decode("utf-8", errors="replace")
+        err = " | ".join(line.strip() for line in text.splitlines() if line.strip())
         detail = f" Its error output: {err[-400:]}" if err else ""
         return PowerSourceError(
             f"tegrastats exited {when} (exit code {self._exit_code}).{detail}",
@@ -232,12 +259,36 @@ class TegrastatsSource(PowerSource):
             "rails. Use --power none to measure latency only.")
 
     # -- reader threads ----------------------------------------------------------
-    def _read_stdout(self, proc: subprocess.Popen[str]) -> None:
+    def _read_stdout(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        pending = bytearray()
+        skipping = False  # inside a line already found too long: drop until its newline
         try:
-            for raw in iter(proc.stdout.readline, ""):
+            while chunk := os.read(fd, READ_CHUNK):
                 t = time.perf_counter()  # stamp first: parsing must not delay the clock
-                self._handle(raw, t)
+                start = 0
+                while True:
+                    end = chunk.find(b"\n", start)
+                    piece = chunk[start:] if end < 0 else chunk[start:end]
+                    if skipping:
+                        self.discarded_bytes += len(piece)
+                    elif len(pending) + len(piece) > MAX_LINE_BYTES:
+                        self.discarded_bytes += len(pending) + len(piece)
+                        pending.clear()
+                        skipping = True
+                        self._overlong()
+                    else:
+                        pending += piece
+                    if end < 0:
+                        break
+                    if not skipping:
+                        self._handle(pending.decode("utf-8", errors="replace"), t)
+                    pending.clear()
+                    skipping = False
+                    start = end + 1
+            if pending and not skipping:  # a last line without its newline
+                self._handle(pending.decode("utf-8", errors="replace"), time.perf_counter())
         except (OSError, ValueError):
             pass  # pipe closed under us during shutdown
         finally:
@@ -246,18 +297,28 @@ class TegrastatsSource(PowerSource):
                     self._running = False  # died on its own; check()/stop() report it
                 self._cond.notify_all()
 
-    def _read_stderr(self, proc: subprocess.Popen[str]) -> None:
+    def _read_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
+        fd = proc.stderr.fileno()
         try:
-            for raw in iter(proc.stderr.readline, ""):
-                self._stderr.append(raw.rstrip("\n"))
+            while chunk := os.read(fd, READ_CHUNK):
+                self._stderr += chunk
+                del self._stderr[:-STDERR_TAIL_BYTES]  # only the tail: it may print forever too
         except (OSError, ValueError):
             pass
+
+    def _overlong(self) -> None:
+        with self._cond:
+            self.overlong_lines += 1
+        self._reject(f"a line longer than {MAX_LINE_BYTES // 1024} KiB (discarded unread)")
 
     def _handle(self, raw: str, t: float) -> None:
         if not raw.strip():
             return
         reading = parse_line(raw)
+        if isinstance(reading, Implausible):
+            self._reject(reading.reason)
+            return
         if isinstance(reading, ParseFailure):
             with self._cond:
                 self.failure_count += 1
@@ -299,5 +360,9 @@ class TegrastatsSource(PowerSource):
             "executable": self.executable,
             "readings": self.readings,
             "parse_failures": self.failure_count,
+            "rejected_samples": self.rejected,
+            "rejections": list(self.rejections),
+            "overlong_lines": self.overlong_lines,
+            "discarded_bytes": self.discarded_bytes,
             "notes": notes,
         }

@@ -13,7 +13,10 @@ records each board's):
   named beside it.
 
 Garbage comes back as :class:`ParseFailure`, so one corrupt line cannot abort a
-ten-minute benchmark. Kept apart from the sampler: the parser is pure (tested on
+ten-minute benchmark. A line that parses but says something no Jetson can (a rail
+above 1 kW or negative, a temperature outside -60..150 C) is :class:`Implausible`:
+the sampler drops and counts it, instead of integrating ``VDD_IN 1000000000mW`` into
+a report as one megawatt. Kept apart from the sampler: the parser is pure (tested on
 every recorded board's output), the sampler is process management.
 """
 
@@ -41,6 +44,11 @@ CPU_GPU_RAILS: tuple[tuple[str, ...], ...] = (
 UNUSED_RAILS = frozenset({"NC"})
 """Unconnected monitor channels: listed, never summed."""
 
+PLAUSIBLE_MAX_MW = 1_000_000
+"""No Jetson module draws 1 kW (Thor's maximum is ~130 W), on one rail or summed."""
+PLAUSIBLE_TEMP_C = (-60.0, 150.0)
+"""Beyond the industrial range (-40 C) and past thermal shutdown (~105 C Tj), with margin."""
+
 _DATE = re.compile(r"^\s*(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})")
 _RAM = re.compile(r"(?<!\S)RAM (\d+)/(\d+)MB")
 _SWAP = re.compile(r"(?<!\S)SWAP (\d+)/(\d+)MB")
@@ -49,7 +57,7 @@ _CPU_CORE = re.compile(r"^(\d+)%(?:@(\d+))?$")
 _GR3D = re.compile(r"(?<!\S)GR3D_FREQ (\d+)%(?:@\[?([\d,]+)\]?)?")
 _EMC = re.compile(r"(?<!\S)EMC_FREQ (\d+)%(?:@(\d+))?")
 _TEMP = re.compile(r"(?<!\S)([A-Za-z][A-Za-z0-9_]*)@(-?\d+(?:\.\d+)?)C(?:/\S*)?(?!\S)")
-_RAIL = re.compile(r"(?<!\S)([A-Za-z][A-Za-z0-9_]*) (\d+)(mW)?/(\d+)(mW)?(?:/(\d+)(mW)?)?(?!\S)")
+_RAIL = re.compile(r"(?<!\S)([A-Za-z][A-Za-z0-9_]*) (-?\d+)(mW)?/(-?\d+)(mW)?(?:/(-?\d+)(mW)?)?(?!\S)")
 _TEMP_OFF = -256.0
 
 
@@ -100,6 +108,28 @@ class ParseFailure:
     reason: str
 
     ok: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Implausible(ParseFailure):
+    """A line that parses but reports what no board can (dropped and counted as a
+    rejected sample, never integrated; too many of them fail the run)."""
+
+
+def _implausible(rails: dict[str, int], rails_avg: dict[str, int], module_w: float | None,
+                 temps: dict[str, float | None]) -> str | None:
+    """Why a parsed line cannot be a real reading, or None."""
+    for table, which in ((rails, ""), (rails_avg, " (running average)")):
+        for name, mw in table.items():
+            if not 0 <= mw <= PLAUSIBLE_MAX_MW:
+                return f"{name} {mw} mW{which} is outside 0..{PLAUSIBLE_MAX_MW // 1000} W"
+    if module_w is not None and module_w * 1000 > PLAUSIBLE_MAX_MW:
+        return f"module power {module_w:.1f} W (summed rails) is above {PLAUSIBLE_MAX_MW // 1000} W"
+    low, high = PLAUSIBLE_TEMP_C
+    for name, c in temps.items():
+        if c is not None and not low <= c <= high:
+            return f"{name} at {c:g} C is outside {low:g}..{high:g} C"
+    return None
 
 
 def _rails(line: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -190,6 +220,9 @@ def _parse(text: str) -> TegrastatsReading | ParseFailure:
     for m in _TEMP.finditer(text):
         value = float(m.group(2))
         temps[m.group(1).lower()] = None if value <= _TEMP_OFF or not math.isfinite(value) else value
+    why = _implausible(rails, rails_avg, module_w, temps)
+    if why is not None:
+        return Implausible(text[:500], why)
     return TegrastatsReading(
         line=text,
         date=date.group(1) if date else None,

@@ -37,10 +37,12 @@ import numpy as np
 
 from adn_edge.errors import AdnError
 from adn_edge.fileio import read_json, write_json
+from adn_edge.modeldir.names import eval_name
+from adn_edge.modeldir.results import identity, write_eval_record
 from adn_edge.quantize.defaults import DROP_WARN_POINTS
 
-EVAL_INT8_FILENAME = "eval-int8.json"
-EVAL_FILENAME = "eval.json"
+EVAL_INT8_FILENAME = eval_name("int8")
+EVAL_FILENAME = eval_name()
 SCHEMA = 1
 
 
@@ -161,35 +163,34 @@ def compare(fp32_logits: np.ndarray, int8_logits: np.ndarray, data: EvalSet,
 
 
 def _same_data(old: Mapping[str, Any], rec: Mapping[str, Any]) -> bool:
-    return all(old.get(k) == rec.get(k) for k in ("schema", "dataset", "split", "samples"))
+    same = all(old.get(k) == rec.get(k) for k in ("schema", "dataset", "split", "samples"))
+    ident_old = old.get("identity") if isinstance(old.get("identity"), Mapping) else {}
+    return same and ident_old.get("source_sha256") == rec["identity"]["source_sha256"]
 
 
-def write_eval_files(model_dir: Path, comparisons: Mapping[str, Comparison]) -> tuple[list[Path], list[str]]:
-    """Write ``eval-int8.json`` and extend (or create) ``eval.json``; returns paths and notes."""
+def write_eval_files(model_dir: Path, comparisons: Mapping[str, Comparison],
+                     manifest: Mapping[str, Any]) -> tuple[list[Path], list[str]]:
+    """Write ``eval-int8.json`` and extend (or create) ``eval.json``; returns paths and notes.
+
+    Both record the identity of the graphs measured (readers ignore them once the
+    directory holds other weights); ``eval-int8.json`` goes through the one eval-file
+    writer, so ``adn-edge eval --precision int8`` later extends it instead of replacing it."""
     if not comparisons:
         return [], []
     first = next(iter(comparisons.values()))
     base = {"schema": SCHEMA, "dataset": first.dataset, "split": first.split, "samples": first.samples,
-            "source": "onnxruntime", "recalibrated": False}
-    notes: list[str] = []
+            "source": "onnxruntime", "recalibrated": manifest.get("recalibration") is not None,
+            "identity": identity(manifest, list(comparisons))}
     written: list[Path] = []
-
-    int8_path = model_dir / EVAL_INT8_FILENAME
-    int8_rec: dict[str, Any] = {**base, "precision": "int8", "reference": "fp32 graphs on the same images", "subnets": {}}
-    if int8_path.exists():
-        try:
-            old = read_json(int8_path, "INT8 evaluation file")
-        except AdnError:
-            old = None
-        if isinstance(old, dict) and _same_data(old, int8_rec) and isinstance(old.get("subnets"), dict):
-            int8_rec["subnets"] = dict(old["subnets"])
+    int8_rec: dict[str, Any] = {**base, "precision": "int8", "segmented": False,
+                                "reference": "fp32 graphs on the same images", "subnets": {}}
     for code, c in comparisons.items():
         int8_rec["subnets"][code] = {"top1": round(c.top1_int8, 4), "top5": None if c.top5_int8 is None else
                                      round(c.top5_int8, 4), "samples": c.samples,
                                      "top1_fp32": round(c.top1_fp32, 4),
                                      "top5_fp32": None if c.top5_fp32 is None else round(c.top5_fp32, 4),
                                      "agreement": round(c.agreement, 4), "drop": round(c.drop, 4)}
-    write_json(int8_path, int8_rec)
+    int8_path, notes = write_eval_record(model_dir, int8_rec, "int8")
     written.append(int8_path)
 
     fp_path = model_dir / EVAL_FILENAME
@@ -213,6 +214,9 @@ def write_eval_files(model_dir: Path, comparisons: Mapping[str, Comparison]) -> 
         entry["int8"] = {"top1": round(c.top1_int8, 4), "top5": None if c.top5_int8 is None else
                          round(c.top5_int8, 4), "agreement": round(c.agreement, 4), "drop": round(c.drop, 4)}
         fp_rec["subnets"][code] = entry
+    graphs = (fp_rec.get("identity") or {}).get("graphs")
+    if isinstance(graphs, dict):  # the sub-networks added here are measured on these graphs too
+        graphs.update(base["identity"]["graphs"])
     write_json(fp_path, fp_rec)
     written.append(fp_path)
     return written, notes

@@ -40,6 +40,7 @@ from adn_edge.fileio import ensure_writable_dir, sha256_file, write_bytes
 from adn_edge.quantize import accuracy as acc_mod
 from adn_edge.quantize import defaults, qdq
 from adn_edge.quantize.calibration import CalibrationData
+from adn_edge.modeldir.lock import writing
 from adn_edge.modeldir.names import int8_name
 
 Iterate = Callable[[Sequence[str], str], Iterable[str]]
@@ -149,8 +150,16 @@ def quantize_directory(directory: str | os.PathLike[str], calib: str | os.PathLi
     if opts.drop_threshold < 0:
         raise AdnError(f"The accuracy-drop threshold must be >= 0 points, not {opts.drop_threshold}.")
     directory = Path(directory)
-    man = manifest_mod.load(directory)
+    manifest_mod.load(directory)  # a clear error before the lock creates anything
     ensure_writable_dir(directory)
+    with writing(directory, "quantize"):
+        return _quantize_locked(directory, subnets, calib, opts, method, log, iterate, t_start)
+
+
+def _quantize_locked(directory: Path, subnets: Sequence[str] | str | None, calib: str | os.PathLike[str],
+                     opts: QuantizeOptions, method: qdq.Method, log: Log | None,
+                     iterate: Iterate | None, t_start: float) -> QuantizeReport:
+    man = manifest_mod.load(directory)  # read under the lock: a writer that finished meanwhile counts
     arch = str(man["arch"])
     codes = _resolve_codes(man, subnets)
     data = CalibrationData.open(calib, man, opts.samples)
@@ -178,7 +187,7 @@ def quantize_directory(directory: str | os.PathLike[str], calib: str | os.PathLi
             say(f"warning: {code}: {w}")
         manifest_mod.save(directory, man)  # after each: an interruption keeps what was finished
     if comparisons:
-        paths, notes = acc_mod.write_eval_files(directory, comparisons)
+        paths, notes = acc_mod.write_eval_files(directory, comparisons, man)
         report.eval_files = [p.name for p in paths]
         report.notes += notes
     report.seconds = time.perf_counter() - t_start

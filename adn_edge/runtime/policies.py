@@ -27,7 +27,8 @@ hungrier) and no more accurate than another is never the right answer.
 Budgets read the ``p99`` latency by default
 (:data:`adn_edge.modeldir.pareto.LATENCY_STAT`, the statistic plots use too), because
 a control loop's deadline is about the slow inferences, not the typical one
-(``stat=`` picks another key; a report without it falls back to ``mean``). When no candidate fits, the policy
+(``stat=`` picks another key; every report read has all of them, reports are
+checked against the schema on read). When no candidate fits, the policy
 returns the one that misses the budget by the least (``strict=True`` raises
 instead): a robot must still get an answer.
 """
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from adn_edge import subnet
-from adn_edge.modeldir.results import find_bench, find_eval, is_segmented, load_bench, load_eval
+from adn_edge.modeldir.results import current_codes, find_bench, find_eval, is_segmented, load_accuracy, load_bench
 from adn_edge.errors import AdnError
 from adn_edge.modeldir.pareto import LATENCY_STAT, LATENCY_STATS, latency, pareto_front
 
@@ -84,14 +85,17 @@ class Policy:
             gmacs.setdefault(c, e.get("gmacs"))
         codes = list(codes) if codes is not None else list(gmacs)
         segmented = is_segmented(backend, segmented)
+        notes: list[str] = []
         bench_path = find_bench(directory, device, backend, segmented, precision)
         report = load_bench(bench_path) if bench_path else {}
         bench = {subnet.parse_code(c, num_stages): e for c, e in report.get("subnets", {}).items()}
-        eval_path = find_eval(directory)
-        accuracy = load_eval(eval_path, num_stages, metric) if eval_path else {}
+        if bench_path:  # only what still is in the directory: not another model's latencies
+            keep = current_codes(report, m, bench, bench_path.name, notes)
+            bench = {c: e for c, e in bench.items() if c in keep}
+        accuracy = load_accuracy(directory, m, metric, precision=precision, segmented=segmented, notes=notes) or {}
         if not accuracy:  # a bench report may carry accuracies as extra keys
             accuracy = {c: float(e["accuracy"]) for c, e in bench.items() if e.get("accuracy") is not None}
-        notes = []
+        eval_path = find_eval(directory, precision, segmented)
         if segmented and bench_path and report.get("segmented") is not True:
             notes.append(f"latencies from {bench_path.name}, measured on the monolithic graphs: segmented runs add "
                          "a graph boundary per stage (`adn-edge bench --segmented` measures them)")

@@ -34,10 +34,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from adn_edge import subnet
 from adn_edge.errors import AdnError
-from adn_edge.fileio import read_json, write_json
+from adn_edge.fileio import read_json
 from adn_edge.modeldir.names import eval_name
 from adn_edge.modeldir import ModelDir, open_dir
 from adn_edge.modeldir.preprocess import Preprocess
+from adn_edge.modeldir.results import identity, write_eval_record
 
 SCHEMA = 1
 Iterate = Callable[[Sequence[Any], str], Iterable[Any]]
@@ -76,6 +77,9 @@ class EvalResult:
     precision: str | None = None
     """Of an exported directory's graphs or engines (what ran); None for PyTorch."""
     segmented: bool = False
+    identity: dict[str, Any] | None = None
+    """What was measured (:func:`adn_edge.modeldir.results.identity`): readers ignore the
+    results once the directory holds other weights or other graphs."""
 
     @property
     def samples(self) -> int:
@@ -86,6 +90,8 @@ class EvalResult:
                                "samples": self.samples, "source": self.source, "recalibrated": self.recalibrated}
         if self.precision is not None:
             rec.update(precision=self.precision, segmented=self.segmented)
+        if self.identity is not None:
+            rec["identity"] = self.identity
         rec["subnets"] = {c: s.record() for c, s in self.subnets.items()}
         return rec
 
@@ -123,10 +129,14 @@ def _data_label(data: Dataset) -> tuple[str, str]:
 
 
 def _check_classes(data: Dataset, num_classes: int, what: str) -> None:
+    """Refuse data whose classes are not the model's: a 1000-class model scored on the
+    10 built-in digit classes would "measure" 0 % and write it down as a result."""
     data_classes = getattr(data, "num_classes", None)
-    if data_classes is not None and data_classes > num_classes:
-        raise AdnError(f"The data has {data_classes} classes but {what} predicts {num_classes}.",
-                       "Evaluate on data with the classes the model was trained on (same class folders).")
+    if data_classes is not None and data_classes != num_classes:
+        raise AdnError(f"The data has {data_classes} classes but {what} predicts {num_classes}: its labels "
+                       "cannot be compared with the model's outputs.",
+                       "Evaluate on data with the classes the model was trained on (the same class folders, "
+                       "or --data builtin for the 10-class models trained on it).")
 
 
 def evaluate_model(model: Any, data: Dataset, codes: str | Sequence[str] | None = "all", batch_size: int = 256,
@@ -202,7 +212,8 @@ def evaluate_directory(model_dir: str | os.PathLike[str] | ModelDir, data: Datas
         source = _backend_name(sw, backend)
         ran = getattr(sw.engine, "precision", None)
         result = EvalResult(name, split, source, {c: SubnetAccuracy(c) for c in wanted},
-                            precision=str(ran) if ran else "fp32", segmented=segmented)
+                            precision=str(ran) if ran else "fp32", segmented=segmented,
+                            identity=identity(opened.manifest, wanted))
         loader = _loader(data, batch_size)
         it = iterate(loader, f"eval {directory.name} on {source}") if iterate else loader
         for x, y in it:
@@ -242,22 +253,10 @@ def eval_path(model_dir: str | os.PathLike[str], variant: str = "") -> Path:
 
 
 def write_eval(model_dir: str | os.PathLike[str], result: EvalResult, merge: bool = True, variant: str = "") -> Path:
-    """Write ``eval.json`` atomically; keep other sub-networks of a compatible earlier run.
-
-    Results merge only when dataset, split, source, sample count and recalibration
-    agree, so that one file never mixes figures measured on different data.
-    """
-    path = eval_path(model_dir, variant)
-    record = result.record()
-    if merge and path.exists():
-        try:
-            old = read_json(path, "evaluation file")
-        except AdnError:
-            old = None
-        keys = ("schema", "dataset", "split", "source", "samples", "recalibrated", "precision", "segmented")
-        if isinstance(old, dict) and all(old.get(k) == record.get(k) for k in keys):
-            record["subnets"] = {**old.get("subnets", {}), **record["subnets"]}
-    write_json(path, record)
+    """Write ``eval[-variant].json`` (:func:`adn_edge.modeldir.results.write_eval_record`:
+    atomically, under the directory's lock, merged with a compatible earlier run, an
+    incompatible one set aside rather than overwritten)."""
+    path, _notes = write_eval_record(model_dir, result.record(), variant, merge)
     return path
 
 

@@ -165,3 +165,84 @@ def test_one_error_hierarchy():
     assert issubclass(AdnError, AdnProblem) and AdnError.exit_code == 2
     e = PowerSourceError("tegrastats died.", "Check the board.")
     assert e.paragraph() == "tegrastats died. Check the board." and str(e) == e.paragraph()
+
+
+# -- bounds on numbers and --json errors (issue 13) ----------------------------------------
+
+@pytest.mark.parametrize("flag", ["--duration", "--warmup-seconds", "--idle-seconds", "--interval-ms"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_bench_refuses_non_finite_or_negative_seconds(tmp_path, capsys, flag, value) -> None:
+    bad(["bench", tmp_path, "--device", "cpu", flag, value], capsys, flag)
+
+
+def test_threads_beyond_the_machine_exit_2(tmp_path, capsys) -> None:
+    for args in (["bench", tmp_path, "--device", "cpu"], ["train", "--out", tmp_path / "t"],
+                 ["eval", tmp_path / "none.pth", "--data", "builtin"]):
+        bad([*args, "--threads", "100000"], capsys, "--threads", "100000", str(os.cpu_count()))
+        bad([*args, "--threads", "0"], capsys, "--threads")
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("args,needle", [(["--lr", "nan"], "--lr"), (["--alpha", "inf"], "--alpha"),
+                                         (["--milestones", "0.5,nan"], "--milestones"),
+                                         (["--clip-grad", "-inf"], "--clip-grad")])
+def test_train_refuses_non_finite_numbers(tmp_path, capsys, args, needle) -> None:
+    bad(["train", "--out", tmp_path / "t", *args], capsys, needle)
+    assert not (tmp_path / "t").exists()
+
+
+def test_backend_options_refuse_non_finite_numbers(tmp_path, capsys) -> None:
+    bad(["bench", tmp_path, "--device", "cpu", "-O", "max_batch=nan"], capsys, "max_batch=nan")
+
+
+def _entry(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "adn_edge.cli.app", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def _json_error(r: subprocess.CompletedProcess) -> dict:
+    doc = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-JSON literal {c}"))
+    assert set(doc) == {"error"} and set(doc["error"]) == {"message", "hint", "exit_code", "type"}, doc
+    assert doc["error"]["exit_code"] == r.returncode
+    assert r.stderr.startswith("error: ") or "Error" in r.stderr  # the human paragraph stays on stderr
+    return doc["error"]
+
+
+def test_json_errors_bad_input_exit_2() -> None:
+    r = _entry("subnets", "--arch", "resnet51", "--json")
+    assert r.returncode == 2, r.stderr
+    err = _json_error(r)
+    assert err["type"] == "AdnError" and "resnet51" in err["message"] and err["hint"]
+    assert "resnet51" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_json_errors_usage_exit_2() -> None:
+    r = _entry("subnets", "--json", "--bogus")
+    assert r.returncode == 2
+    err = _json_error(r)
+    assert "--bogus" in err["message"] and err["hint"] is None
+
+
+def test_json_errors_failure_exit_1(tmp_path) -> None:
+    """An explained failure (tegrastats dies before its first line) is exit 1 and JSON."""
+    from adn_edge.export import export
+    from adn_edge.models.random_weights import randomize
+    from tests.power.test_tegrastats_sampler import FAKE_TEGRASTATS
+
+    export(randomize(create_model("resnet_tiny"), input_size=32), tmp_path / "m", ["1111"])
+    exe = tmp_path / "bin" / "tegrastats"
+    exe.parent.mkdir()
+    exe.write_text(FAKE_TEGRASTATS.replace("{python}", sys.executable))
+    exe.chmod(0o755)
+    (tmp_path / "lines.txt").write_text("x\n")
+    env = {**os.environ, "PATH": f"{exe.parent}{os.pathsep}{os.environ['PATH']}", "FAKE_TEGRASTATS_EXIT_AFTER": "0",
+           "FAKE_TEGRASTATS_LINES": str(tmp_path / "lines.txt")}
+    r = _entry("bench", str(tmp_path / "m"), "--device", "cpu", "--power", "tegrastats", "--json", env=env)
+    assert r.returncode == 1, r.stderr
+    err = _json_error(r)
+    assert err["type"] == "PowerSourceError" and "before printing a reading" in err["message"]
+
+
+def test_without_json_errors_stay_off_stdout() -> None:
+    r = _entry("subnets", "--arch", "resnet51")
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.startswith("error: ")

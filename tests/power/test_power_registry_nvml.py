@@ -156,3 +156,60 @@ def test_a_failure_while_sampling_is_reported():
     with pytest.raises(PowerSourceError, match="GPU is lost"):
         with src:
             time.sleep(0.3)
+
+
+# -- plausibility ------------------------------------------------------------------------
+
+class GlitchyNvml(FakeNvml):
+    """A fake GPU whose power reading is absurd on the calls listed in ``bad_calls``
+    (``every``: on every call from the ``every``-th on)."""
+
+    def __init__(self, bad_mw, bad_calls=(), every=None, **kw):
+        super().__init__(counter=False, **kw)
+        self.bad_mw, self.bad_calls, self.every = bad_mw, set(bad_calls), every
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        good = super().nvmlDeviceGetPowerUsage(h)
+        if self.calls in self.bad_calls or (self.every is not None and self.calls >= self.every):
+            return self.bad_mw
+        return good
+
+
+def test_an_absurd_nvml_reading_is_dropped_and_counted():
+    src = NvmlSource(interval_ms=10, pynvml=GlitchyNvml(bad_mw=10**12, bad_calls={8}))
+    with src:
+        time.sleep(0.5)
+    assert src.samples and all(s.module_w == pytest.approx(100.0) for s in src.samples)
+    d = src.describe()
+    assert d["rejected_samples"] == 1 and "W" in d["rejections"][0]
+
+
+def test_negative_nvml_power_is_dropped():
+    src = NvmlSource(interval_ms=10, pynvml=GlitchyNvml(bad_mw=-5000, bad_calls={5, 9}))
+    with src:
+        time.sleep(0.4)
+    assert all(s.module_w >= 0 for s in src.samples) and src.describe()["rejected_samples"] == 2
+
+
+def test_an_nvml_meter_gone_mad_fails_the_run():
+    src = NvmlSource(interval_ms=10, pynvml=GlitchyNvml(bad_mw=10**12, every=4))
+    with pytest.raises(PowerSourceError, match=r"implausible or over-long readings out of \d+"):
+        with src:
+            time.sleep(0.4)
+            src.window(src.samples[0].t, src.now())
+
+
+class BackwardsCounter(FakeNvml):
+    """An energy counter that jumps back once (a driver reset mid-run)."""
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        value = super().nvmlDeviceGetTotalEnergyConsumption(h)
+        return value - 10**9 if self.calls == 10 else value
+
+
+def test_an_energy_counter_running_backwards_is_dropped():
+    src = NvmlSource(interval_ms=10, pynvml=BackwardsCounter(watts=100.0))
+    with src:
+        time.sleep(0.4)
+    assert src.describe()["rejected_samples"] >= 1
+    assert all(0 <= s.module_w < 1000 for s in src.samples)

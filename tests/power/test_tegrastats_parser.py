@@ -188,3 +188,41 @@ _RAILISH = st.builds(lambda name, a, b, ua, ub, third: f"{name} {a}{ua}/{b}{ub}{
                 max_size=40))
 def test_shuffled_and_corrupted_real_tokens_never_raise(tokens):
     _check_result(parse_line(" ".join(tokens)))
+
+
+# -- plausibility: a reading that no Jetson can produce is rejected, never integrated ----
+
+_GOOD = "RAM 2461/7620MB CPU [19%@729,14%@729] VDD_IN 5704mW/5704mW VDD_CPU_GPU_CV 831mW/831mW tj@52.6C"
+
+
+def test_a_plausible_line_is_a_reading():
+    r = parse_line(_GOOD)
+    assert r.ok and r.module_w == pytest.approx(5.704) and r.temps_c["tj"] == pytest.approx(52.6)
+
+
+@pytest.mark.parametrize("line,needle", [
+    (_GOOD.replace("VDD_IN 5704mW", "VDD_IN 1000000000mW"), "VDD_IN"),        # 1 MW on the module rail
+    (_GOOD.replace("VDD_CPU_GPU_CV 831mW", "VDD_CPU_GPU_CV 2000000mW"), "VDD_CPU_GPU_CV"),  # 2 kW on a rail
+    (_GOOD.replace("VDD_IN 5704mW", "VDD_IN -5704mW"), "VDD_IN"),             # negative power
+    (_GOOD.replace("tj@52.6C", "tj@5000C"), "tj"),                            # hotter than the sun's surface
+    (_GOOD.replace("tj@52.6C", "tj@-120C"), "tj"),                            # colder than any board runs
+])
+def test_implausible_values_reject_the_reading(line, needle):
+    from adn_edge.power.tegrastats_format import Implausible
+
+    r = parse_line(line)
+    assert isinstance(r, Implausible) and isinstance(r, ParseFailure) and not r.ok
+    assert needle in r.reason
+
+
+def test_summed_module_power_is_checked_too():
+    """AGX Orin has no module rail: a sum of plausible rails above 1 kW is still refused."""
+    from adn_edge.power.tegrastats_format import Implausible
+
+    line = "RAM 1/2MB " + " ".join(f"VDD_R{i} 900000mW/900000mW" for i in range(3))
+    assert isinstance(parse_line(line), Implausible)
+
+
+def test_sensor_off_is_not_implausible():
+    r = parse_line(_GOOD.replace("tj@52.6C", "tj@-256C"))
+    assert r.ok and r.temps_c["tj"] is None

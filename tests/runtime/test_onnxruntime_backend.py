@@ -309,3 +309,115 @@ def test_dynamic_batch(model_dir, batch, tiny_model):
         ref = tiny_model(torch.from_numpy(x), skip=[False, True, False, True]).numpy()
     with EngineSwitcher.open(model_dir, subnets="1010", threads=1) as sw:
         assert rel_err(sw.infer(x), ref) <= TOL
+
+
+# -- bounds: threads, batch size, the arena after an oversize batch ------------------------
+
+THREADS_SCRIPT = r"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a pool of 100000 threads fails here, not the host
+from adn_edge.errors import AdnError
+from adn_edge.runtime import EngineSwitcher
+for threads in (100000, -1, 2.5):
+    try:
+        EngineSwitcher.open(sys.argv[1], subnets=["0110"], threads=threads).close()
+        print("opened", threads, flush=True)
+    except AdnError as exc:
+        print("refused", threads, exc, flush=True)
+"""
+
+
+def test_thread_counts_beyond_the_machine_are_refused(model_dir):
+    """In a child with an address-space limit: ONNX Runtime given threads=100000 tried to
+    start them all (a segfault or the OOM killer), so it must be refused before."""
+    import os
+    import subprocess
+    import sys
+
+    from tests._util import REPO
+
+    proc = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(model_dir)], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and len(lines) == 3, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    assert all(ln.startswith("refused") and "threads" in ln.split(" ", 2)[2] for ln in lines), lines
+    assert str(os.cpu_count()) in lines[0]
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+def test_a_batch_above_max_batch_runs_in_chunks(model_dir, inputs, references, segmented):
+    with EngineSwitcher.open(model_dir, subnets=["0110", "1111"], threads=1, max_batch=2,
+                             segmented=segmented) as sw:
+        assert sw.describe()["engine"]["max_batch"] == 2
+        for i in (4, 2, 0):  # batches 4, 3, 1: split into 2+2, 2+1, and not at all
+            for code in ("0110", "1111"):
+                out = sw.infer(inputs[i], code)
+                assert out.shape == references[code][i].shape
+                assert rel_err(out, references[code][i]) <= TOL, (i, code)
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+def test_arena_shrinking_runs_give_the_same_logits(model_dir, inputs, references, segmented):
+    """arena_shrink_above=1: batches above 1 are large (outputs in buffers of our own,
+    chunked by max_batch=2), and each batch of 1 after them runs shrinking the arena
+    (segmented: every hand-over in our buffers too); the logits must not notice."""
+    with EngineSwitcher.open(model_dir, subnets=["0110"], threads=1, max_batch=2, arena_shrink_above=1,
+                             segmented=segmented) as sw:
+        assert sw.describe()["engine"]["arena_shrink"] == "cpu:0"
+        for i in (4, 0, 2, 3, 0):  # batches 4, 1 (shrinks), 3, 1 (shrinks), 1
+            assert rel_err(sw.infer(inputs[i]), references["0110"][i]) <= TOL, i
+
+
+@pytest.mark.parametrize("options,needle", [({"max_batch": 0}, "max_batch"), ({"max_batch": True}, "max_batch"),
+                                            ({"max_batch": "big"}, "max_batch"),
+                                            ({"arena_shrink_above": -1}, "arena_shrink_above")])
+def test_bad_batch_bounds_are_refused(model_dir, options, needle):
+    with pytest.raises(AdnError, match=needle):
+        EngineSwitcher.open(model_dir, subnets=["0110"], threads=1, **options)
+
+
+ARENA_SCRIPT = r"""
+import gc, json, sys
+import numpy as np
+from adn_edge.backends.onnxruntime.sessions import release_freed_heap
+from adn_edge.runtime import EngineSwitcher
+from adn_edge.runtime.backend import resident_bytes
+options, then_small = json.loads(sys.argv[2]), sys.argv[3] == "1"
+x = np.random.default_rng(0).standard_normal((2048, 3, 32, 32), dtype=np.float32)
+small = np.zeros((1, 3, 32, 32), np.float32)
+with EngineSwitcher.open(sys.argv[1], subnets=["1111"], threads=2, **options) as sw:
+    sw.infer(small)
+    opened = resident_bytes()
+    kept = sw.infer(x)  # the caller keeps the logits of the big batch
+    if then_small:
+        sw.infer(small)  # the control loop goes on at batch 1 after the big batch
+    after = resident_bytes()
+gc.collect()
+release_freed_heap()
+print(json.dumps({"opened": opened, "after": after, "closed": resident_bytes()}))
+"""
+
+
+@pytest.mark.parametrize("options,then_small", [({}, True), ({"max_batch": 4096}, True),
+                                                ({"max_batch": 4096, "segmented": True}, True),
+                                                ({"max_batch": 4096}, False)],
+                         ids=["chunked", "shrunk", "segmented", "at-close"])
+def test_an_oversize_batch_does_not_keep_its_arena(model_dir, options, then_small):
+    """In a fresh process (the arena is process-wide): a batch of 2048 on resnet_tiny
+    grew ONNX Runtime's shared arena by ~400 MB that stayed after close(). Chunking
+    (the default max_batch) bounds it, and the first batch-1 run after it (or close(),
+    when none follows) gives it back, even while the caller holds the big logits."""
+    import json
+    import subprocess
+    import sys
+
+    from tests._util import REPO
+
+    proc = subprocess.run([sys.executable, "-c", ARENA_SCRIPT, str(model_dir), json.dumps(options),
+                           "1" if then_small else "0"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    mb = {k: v / 2**20 for k, v in r.items()}
+    if then_small:
+        assert mb["after"] - mb["opened"] < 64, mb
+    assert mb["closed"] - mb["opened"] < 64, mb

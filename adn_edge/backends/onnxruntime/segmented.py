@@ -38,10 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from adn_edge.backends.onnxruntime.runner import SharedSessionsBackend
+from adn_edge.backends.onnxruntime.runner import BATCH_OPTIONS, SharedSessionsBackend
 from adn_edge.backends.onnxruntime.sessions import SessionFactory, opening, ort_unavailable, perturbation_probe, \
-    split_options
+    run_into_own_buffer, split_options
 from adn_edge.errors import AdnError
+from adn_edge.modeldir.graph_identity import for_segment
 from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge.modeldir.manifest import SEGMENT_KINDS
 from adn_edge.runtime.backend import register_backend
@@ -76,7 +77,8 @@ def files_key(seg: dict[str, Any], precision: str | None) -> str:
 class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
     """ONNX Runtime over segment graphs. Options: as the ``onnxruntime`` backend
     (``device``, ``threads``, ``thread_pool``, ``graph_optimization``, ``prepack``,
-    ``share_weights``, ``share_arena``, ``check_sharing``) and ``precision`` (fp32 or
+    ``share_weights``, ``share_arena``, ``check_sharing``, ``max_batch``,
+    ``arena_shrink_above``) and ``precision`` (fp32 or
     fp16, see :func:`files_key`)."""
 
     segmented = True
@@ -93,7 +95,7 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         seg = segments_record(manifest)
         key = files_key(seg, precision)
         self.precision = (precision or "fp32").lower()
-        factory_options = split_options(options, (), "onnxruntime-segmented")
+        factory_options = split_options(self._take_batch_options(options), BATCH_OPTIONS, "onnxruntime-segmented")
         self.factory = SessionFactory(**factory_options)
         self._chain: list[dict[str, tuple[Any, str, str]]] = []
         self._used: list[dict[str, set[str]]] = []
@@ -103,7 +105,9 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
                 forms, used = {}, {}
                 for flag, kind in SEGMENT_KINDS.items():
                     rec = part[key][kind]
-                    sess, names, nbytes = self.factory.open_verified(self.directory, rec)
+                    sess, names, nbytes = self.factory.open_verified(
+                        self.directory, rec, for_segment(manifest, int(part["index"]), kind),
+                        f"segment {part['index']} ({kind})")
                     self.file_bytes += nbytes
                     used[flag] = set(names)
                     ins = [i.name for i in sess.get_inputs()]
@@ -121,12 +125,23 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
             self.close()
             raise AdnError(f"check_sharing: some segment sessions hold their own copy of shared weights ({probe}).")
 
-    def run(self, code: str, batch: np.ndarray) -> np.ndarray:
+    def _run_chunk(self, code: str, batch: np.ndarray, run_options: Any, own: bool) -> np.ndarray:
         chain = self._chain
+        if run_options is not None and self.factory.device == "cpu":
+            # An arena-shrinking run (a small batch): every hand-over in our own buffers,
+            # so that each part's shrink finds the arena empty (OrtValues would pin it).
+            x = batch
+            for k in range(len(chain)):
+                sess, in_name, out_name = chain[k][code[k]]
+                x = run_into_own_buffer(sess, in_name, x, out_name, run_options)
+            return x
         value = self._ortvalue(batch)
-        for k in range(len(chain)):
+        last = len(chain) - 1
+        for k in range(last + 1):
             sess, in_name, out_name = chain[k][code[k]]
-            value = sess.run_with_ort_values([out_name], {in_name: value})[0]
+            if k == last and own:  # the logits the caller keeps must not pin the arena
+                return run_into_own_buffer(sess, in_name, value, out_name, run_options)
+            value = sess.run_with_ort_values([out_name], {in_name: value}, run_options)[0]
         out: np.ndarray = value.numpy()
         return out
 

@@ -27,6 +27,15 @@ silently undo the sharing, hence the defaults here:
   C-API container Python does not expose shares them, and no latency difference
   was measurable on ResNet-50, so ``prepack=False`` is the default.
 
+That arena is process-wide and, left alone, never gives memory back: one ``infer`` of
+a batch of 8192 on resnet_tiny grew it by ~1.1 GB that stayed after ``close()``
+(``benchmarks/bench_arena.py``). So a run larger than the backend's
+``arena_shrink_above`` asks ONNX Runtime to release the arena's unused regions when
+it ends (:meth:`SessionFactory.shrink_options`, the run option
+``memory.enable_memory_arena_shrinkage``), and batches above ``max_batch`` are run in
+chunks (:mod:`.runner`), so no input can grow it past what ``max_batch`` needs.
+Small batches, a control loop's, keep their arena warm and pay nothing.
+
 glibc keeps the memory ONNX Runtime frees after loading in its heap; :func:`opening`
 hands it back once all sessions exist (``malloc_trim``, ~60-100 MB for ResNet-50).
 :func:`perturbation_probe` proves the sharing instead of assuming it: it perturbs
@@ -41,7 +50,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +59,8 @@ import numpy as np
 
 from adn_edge.backends.onnxruntime.initializers import onnx_initializers
 from adn_edge.errors import AdnError
+from adn_edge.fileio import check_threads
+from adn_edge.modeldir.graph_identity import check_metadata
 from adn_edge.modeldir.manifest import read_verified
 from adn_edge.runtime.backend import resident_bytes
 
@@ -199,8 +210,7 @@ class SessionFactory:
             raise AdnError(f"graph_optimization must be one of {', '.join(OPT_LEVELS)}, not {graph_optimization!r}.")
         if thread_pool not in THREAD_POOLS:
             raise AdnError(f"thread_pool must be one of {', '.join(THREAD_POOLS)}, not {thread_pool!r}.")
-        if threads is not None and (not isinstance(threads, int) or threads < 0):
-            raise AdnError(f"threads must be a non-negative integer (0 = ONNX Runtime's default), not {threads!r}.")
+        check_threads(threads, "threads", allow_zero=True)
         self.device, self.device_id = self._device(device)
         self.threads = threads
         self.thread_pool = thread_pool
@@ -219,6 +229,10 @@ class SessionFactory:
         if thread_pool == "global":
             self._global_pool(threads)
         self.shared = SharedInitializers(ort, self.device, self.device_id)
+        # Arenas a run may ask to shrink, most complete first; one ORT refuses (no arena
+        # there: the CUDA provider configured without one, say) is dropped for the next.
+        self._shrink_specs = ["cpu:0"] if self.device == "cpu" else [f"cpu:0;gpu:{self.device_id}", "cpu:0"]
+        self._shrink_run_options: Any = None
 
     def _device(self, device: str | int) -> tuple[str, int]:
         available = self.ort.get_available_providers()
@@ -280,12 +294,39 @@ class SessionFactory:
             so.add_session_config_entry("session.use_env_allocators", "1")
         return so
 
-    def open_verified(self, directory: Path, record: dict[str, Any]) -> tuple[Any, list[str], int]:
+    def shrink_options(self) -> Any:
+        """Run options that make ONNX Runtime hand the arena's unused regions back to the
+        OS when the run ends (None once every spec was refused). Regions in use by other
+        runs are kept, so this is safe while other threads infer on the shared arena."""
+        if self._shrink_run_options is None and self._shrink_specs:
+            ro = self.ort.RunOptions()
+            ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", self._shrink_specs[0])
+            self._shrink_run_options = ro
+        return self._shrink_run_options
+
+    def shrink_refused(self, exc: BaseException) -> bool:
+        """ONNX Runtime refused the shrink spec before running (an arena it does not have):
+        drop the spec and say so. False when ``exc`` is some other failure."""
+        text = str(exc)
+        if "arena" not in text.lower() or not self._shrink_specs:
+            return False
+        spec = self._shrink_specs.pop(0)
+        self._shrink_run_options = None
+        if not self._shrink_specs:
+            self.notes.append(f"ONNX Runtime refused to shrink the arena ({spec}: {text.strip()[:200]}); "
+                              "memory grown by large batches stays allocated")
+        return True
+
+    def open_verified(self, directory: Path, record: dict[str, Any], expected: Mapping[str, str],
+                      what: str) -> tuple[Any, list[str], int]:
         """A session for a manifest-listed graph, its bytes checked against the sha256 as
-        they are read; returns (session, shared names it uses, file size). The bytes are
-        not kept: ONNX Runtime holds what it needs."""
+        they are read and its metadata against ``expected`` (the identity its record
+        implies, :mod:`adn_edge.modeldir.graph_identity`: ``what`` names it in the error);
+        returns (session, shared names it uses, file size). The bytes are not kept:
+        ONNX Runtime holds what it needs."""
         data = read_verified(directory, record)
         sess, names = self.session(data, record["path"])
+        check_metadata(sess.get_modelmeta().custom_metadata_map, expected, what, str(record["path"]))
         return sess, names, len(data)
 
     def session(self, data: bytes, label: str) -> tuple[Any, list[str]]:
@@ -323,6 +364,7 @@ class SessionFactory:
                 "onnxruntime": self.ort.__version__, "threads": self.threads, "thread_pool": self.thread_pool,
                 "graph_optimization": self.graph_optimization, "prepack": self.prepack,
                 "shared_arena": bool(self.env_allocator), "shared_weights": self.share_weights,
+                "arena_shrink": self._shrink_specs[0] if self._shrink_specs else None,
                 "sharing": self.shared.stats.record(), "notes": list(self.notes)}
 
 
@@ -359,6 +401,42 @@ def opening(backend: Any) -> Iterator[None]:
     release_freed_heap()
     rss1 = resident_bytes()
     backend.rss_open_bytes = rss1 - rss0 if rss0 is not None and rss1 is not None else None
+
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def run_into_own_buffer(sess: Any, in_name: str, x: Any, out_name: str, run_options: Any = None) -> np.ndarray:
+    """One run whose output lands in a numpy buffer we allocate, not in ONNX Runtime's arena.
+
+    Why: ``run`` (and ``OrtValue.numpy()``) return arrays that *wrap* arena memory, so
+    an output the caller keeps pins its arena region, and a shrink frees only regions
+    with nothing in use. On resnet_tiny a batch of 2048 had its logits land in a 128 MB
+    region that the shrink therefore kept (``benchmarks/bench_arena.py``). Bound to our
+    own buffer, the output leaves nothing behind. ``x`` is a numpy array or an
+    ``OrtValue`` (a segment's hand-over). Falls back to a plain run when the output's
+    shape past the batch is not static.
+    """
+    out_meta = next(o for o in sess.get_outputs() if o.name == out_name)
+    dtype = _NUMPY_TYPES.get(out_meta.type)
+    rest = list(out_meta.shape[1:])
+    is_array = isinstance(x, np.ndarray)
+    if dtype is None or not all(isinstance(d, int) for d in rest):
+        if is_array:
+            result: np.ndarray = sess.run([out_name], {in_name: x}, run_options)[0]
+            return np.array(result, copy=True)
+        value = sess.run_with_ort_values([out_name], {in_name: x}, run_options)[0]
+        return np.array(value.numpy(), copy=True)
+    n = int(x.shape[0] if is_array else x.shape()[0])
+    out = np.empty([n, *rest], dtype=dtype)
+    binding = sess.io_binding()
+    if is_array:
+        binding.bind_cpu_input(in_name, x)
+    else:
+        binding.bind_ortvalue_input(in_name, x)
+    binding.bind_output(out_name, "cpu", 0, dtype, list(out.shape), out.ctypes.data)
+    sess.run_with_iobinding(binding, run_options)
+    return out
 
 
 def release_freed_heap() -> None:
