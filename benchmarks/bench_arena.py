@@ -16,9 +16,11 @@ RSS before opening, after opening (and one batch-1 run), right after the large
 control loop going on: released by the first), and after ``close()``, the input
 batch itself not counted. Also timed: the large ``infer``
 itself, the median of repeated runs of it when it is at most 1024 (what re-growing a
-shrunk arena costs), and batch-1 p50 after it (what the control loop pays).
+shrunk arena costs), and batch-1 p50 after it (what the control loop pays). Last,
+what the bounds cost a large batch: old and new switchers in one process, runs
+interleaved in pairs (batches 1024 and 64), the ratio of new over old.
 
-    python benchmarks/bench_arena.py [--threads 2] [--batches 1,64,1024,8192] [--rounds 3] [--workdir DIR]
+    python benchmarks/bench_arena.py [--threads 2] [--batches 1,64,1024,8192] [--pairs 16] [--workdir DIR]
 
 Prints a table and writes benchmarks/results/arena.json.
 """
@@ -89,12 +91,39 @@ print(json.dumps({"before_mb": before, "opened_mb": opened, "after_infer_mb": af
 """
 
 
+PAIRED = r"""
+import json, statistics, sys, time
+import numpy as np
+from adn_edge.runtime import EngineSwitcher
+
+directory, threads, pairs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+old = EngineSwitcher.open(directory, backend="onnxruntime", subnets=["1111"], threads=threads, max_batch=None,
+                          arena_shrink_above=None)
+new = EngineSwitcher.open(directory, backend="onnxruntime", subnets=["1111"], threads=threads)
+out = {}
+for batch, n in ((1024, pairs), (64, 6 * pairs)):
+    x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    old.infer(x), new.infer(x)
+    ratios, old_ms = [], []
+    for i in range(n):
+        order = (old, new) if i % 2 == 0 else (new, old)
+        t = {}
+        for sw in order:
+            t0 = time.perf_counter(); sw.infer(x); t[id(sw)] = time.perf_counter() - t0
+        ratios.append(t[id(new)] / t[id(old)])
+        old_ms.append(t[id(old)] * 1e3)
+    q1, med, q3 = statistics.quantiles(ratios, n=4)
+    out[batch] = {"median": med, "q1": q1, "q3": q3, "pairs": n, "old_ms": statistics.median(old_ms)}
+print(json.dumps(out))
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="1,64,1024,8192")
     ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--rounds", type=int, default=3, help="old/new alternations for the shrink-cost A/B")
+    ap.add_argument("--pairs", type=int, default=16, help="interleaved old/new pairs per batch (x6 at 64)")
     args = ap.parse_args()
     directory = ensure_model_dir("resnet_tiny", args.workdir or default_workdir("resnet_tiny"), segments=False)
     batches = [int(b) for b in args.batches.split(",")]
@@ -115,26 +144,18 @@ def main() -> None:
         print(f"{r['setting']:8} {r['batch']:6d} {r['opened_mb'] - base:8.1f} {r['after_infer_mb'] - base:8.1f} "
               f"{r['after_loop_mb'] - base:8.1f} {r['closed_mb'] - base:8.1f} {r['infer_ms']:9.1f} {rep} "
               f"{r['batch1_p50_ms']:7.3f}")
-    # What shrinking costs a run that re-grows the arena every time: old and new
-    # alternate, fresh process each, so that a shared machine's drift hits both alike.
-    ab: list[dict[str, Any]] = []
-    for batch in (64, 1024):
-        for rnd in range(args.rounds):
-            for setting in ("old", "new"):
-                r = run_json_subprocess(SCRIPT, str(directory), str(batch), str(args.threads),
-                                        json.dumps(SETTINGS[setting]))
-                ab.append({"setting": setting, "batch": batch, "round": rnd, "repeat_ms": r["repeat_ms"]})
-    print("\nrepeated-run median (ms), old vs new alternating, per round")
-    for batch in (64, 1024):
-        pairs = [(a["repeat_ms"], b["repeat_ms"]) for a, b in zip(ab[::2], ab[1::2], strict=True)
-                 if a["batch"] == batch]
-        text = "  ".join(f"{o:.1f}/{n:.1f}" for o, n in pairs)
-        ratio = sorted(n / o for o, n in pairs)[len(pairs) // 2]
-        print(f"batch {batch:5d}: {text}  median new/old {ratio:.3f}")
+    # What the bounds cost a large batch (chunks, outputs in our buffers): old and new
+    # switchers in one process, runs interleaved in pairs, so a shared machine's load
+    # hits both alike (separate processes drifted by +-50 % on a busy 2-core host).
+    paired = run_json_subprocess(PAIRED, str(directory), str(args.threads), str(args.pairs))
+    print("\nlarge-batch latency, new over old, paired in one process")
+    for batch, r in paired.items():
+        print(f"batch {int(batch):5d}: median {r['median']:.3f}  quartiles {r['q1']:.3f} .. {r['q3']:.3f} "
+              f"({r['pairs']} pairs; old median {r['old_ms']:.1f} ms)")
     out = RESULTS / "arena.json"
     write_json(out, {"benchmark": "bench_arena", "model": "resnet_tiny (super-net 1111, 32x32, random weights)",
                      "environment": environment(args.threads), "settings": SETTINGS, "rows": rows,
-                     "shrink_cost_ab": ab})
+                     "paired_new_over_old": paired})
     print(f"wrote {out}")
 
 

@@ -88,7 +88,7 @@ def _violations(source: str, allowed_inside: tuple[str, ...] = (), forbidden: tu
 
 CORE = ("adn_edge.errors", "adn_edge.fileio", "adn_edge.subnet")
 UPPER = ("adn_edge.bench", "adn_edge.train", "adn_edge.cli", "adn_edge.export", "adn_edge.quantize",
-         "adn_edge.demo", "adn_edge.describe", "adn_edge.data")
+         "adn_edge.demo", "adn_edge.describe", "adn_edge.doctor", "adn_edge.data")
 TORCH_SIDE = ("adn_edge.models", "adn_edge.materialize", "adn_edge.checkpoint", "adn_edge.flops")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from adn_edge.backends.cuda import BindingReport, DeviceInfo
-from adn_edge.cli import doctor as doc
+from adn_edge import doctor as doc
 from adn_edge.platform import jetson, nvidia_smi
 from tests._util import run_cli
 

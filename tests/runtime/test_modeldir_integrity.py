@@ -217,3 +217,15 @@ def test_policies_of_an_int8_switcher_read_int8_accuracies(model_dir: Path, tmp_
     assert find_eval(d, "fp16").name == "eval.json"
     os.remove(d / "eval.json")
     assert find_eval(d, "fp32") is not None
+
+
+def test_evaluation_refuses_data_of_another_class_count() -> None:
+    """A 1000-class model on the 10 built-in classes "measured" 0 % and wrote it down."""
+    from adn_edge.train.evaluate import _check_classes
+
+    class Data:
+        num_classes = 10
+
+    with pytest.raises(AdnError, match="has 10 classes but the model predicts 1000"):
+        _check_classes(Data(), 1000, "the model")
+    _check_classes(Data(), 10, "the model")  # the same classes: fine
