@@ -34,6 +34,7 @@ from adn_edge import __version__
 from adn_edge.errors import AdnError
 from adn_edge.fileio import atomic_path, sha256_file
 from adn_edge.models import ADNModel, create_model, get_spec, list_models
+from adn_edge.fileio import open_regular
 
 HEADER_KEY = "adn_edge"
 PREFIXES = ("module.", "_orig_mod.")
@@ -144,7 +145,7 @@ def read(path: str | os.PathLike[str], weights: str = "auto") -> Checkpoint:
         raise AdnError(f"{str(p)!r} is a directory, not a checkpoint file.",
                        "Pass a .pth/.pt/.safetensors file (for a model directory use `adn-edge info`).")
     try:
-        with open(p, "rb") as f:
+        with open_regular(p, "checkpoint") as f:  # a FIFO or device is refused, never waited on
             magic = f.read(8)
     except OSError as exc:
         raise AdnError(f"The checkpoint {str(p)!r} cannot be read: {exc.strerror}.") from None

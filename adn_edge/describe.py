@@ -53,8 +53,11 @@ def _onnx(p: Path) -> dict[str, Any]:
 
     from adn_edge.export.onnx_graph import metadata, op_counts
 
+    from adn_edge.fileio import read_bytes
+
+    data = read_bytes(p, "ONNX file")  # a FIFO or device is refused, never waited on
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        model = onnx.load_from_string(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
         raise AdnError(f"{str(p)!r} cannot be read as ONNX ({exc}); it is truncated or not an ONNX file.") from None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import typer
 
 from adn_edge.doctor import FAIL, INFO, MISSING, OK, WARN, collect
-from adn_edge.fileio import write_text
+from adn_edge.fileio import to_json, write_text
 
 MARK = {OK: "ok", INFO: "info", WARN: "warn", MISSING: "MISSING", FAIL: "FAIL"}
 
@@ -51,12 +50,12 @@ def register(app: typer.Typer) -> None:
         path = None if no_report else report
         if path is not None:
             try:
-                write_text(path, json.dumps(rep, indent=2, default=str) + "\n")  # atomic: never half a report
+                write_text(path, to_json(rep, default=str) + "\n")  # atomic: never half a report
             except OSError as exc:
                 sys.stderr.write(f"warning: could not write the report {path}: {exc}\n")
                 path = None
         if as_json:
-            sys.stdout.write(json.dumps(rep, indent=2, default=str) + "\n")
+            sys.stdout.write(to_json(rep, default=str) + "\n")
         else:
             sys.stdout.write(render(rep, path.resolve() if path is not None else None) + "\n")
         raise typer.Exit(int(rep["exit_code"]))

@@ -45,11 +45,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Calibrate every sub-network on its own and write <arch>_<code>.int8.onnx (Q/DQ, for TensorRT and
         ONNX Runtime), with INT8 vs FP32 accuracy in the manifest and eval-int8.json."""
-        from adn_edge.errors import AdnError
+        from adn_edge.fileio import check_threads
         from adn_edge.quantize import QuantizeOptions, quantize_directory
 
-        if threads is not None and threads < 1:
-            raise AdnError(f"--threads must be at least 1, not {threads}.")
+        check_threads(threads)
         err = console(stderr=True)
         opts = QuantizeOptions(method=method.lower(), samples=samples, percentile=percentile, eval_data=data,
                                eval_samples=eval_samples, drop_threshold=drop_threshold, force=force,

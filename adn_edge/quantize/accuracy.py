@@ -40,6 +40,7 @@ from adn_edge.fileio import read_json, write_json
 from adn_edge.modeldir.names import eval_name
 from adn_edge.modeldir.results import identity, write_eval_record
 from adn_edge.quantize.defaults import DROP_WARN_POINTS
+from adn_edge.fileio import check_threads
 
 EVAL_INT8_FILENAME = eval_name("int8")
 EVAL_FILENAME = eval_name()
@@ -95,7 +96,7 @@ def session(path_or_bytes: str | bytes, threads: int | None = None) -> Any:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    if threads:
+    if check_threads(threads, "threads"):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     return ort.InferenceSession(path_or_bytes, so, providers=["CPUExecutionProvider"])

@@ -32,7 +32,6 @@ sub-network (docs/model-directory.md).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from adn_edge.train.ema import ema_decay_per_update, make_ema, update_ema
 from adn_edge.train.from_plain import copy_main_norms_to_twins, init_from_plain, plain_eval_copy
 from adn_edge.train.losses import feature_kd_loss, kd_loss, recipe_losses
 from adn_edge.train.optimizer import lr_lambda, make_optimizer
+from adn_edge.fileio import to_json
 
 # TrainConfig and the loss and plain-init names stay importable from here, where they were first.
 __all__ = ["Iterate", "TrainConfig", "TrainResult", "Trainer", "copy_main_norms_to_twins", "feature_kd_loss",
@@ -208,7 +208,7 @@ class Trainer:
         if not self.dist.main:
             return
         with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(to_json(record, indent=None) + "\n")
 
     # ----------------------------------------------------------------- training
 

@@ -246,3 +246,18 @@ def test_json_errors_failure_exit_1(tmp_path) -> None:
 def test_without_json_errors_stay_off_stdout() -> None:
     r = _entry("subnets", "--arch", "resnet51")
     assert r.returncode == 2 and r.stdout == "" and r.stderr.startswith("error: ")
+
+
+def test_info_and_checkpoints_refuse_a_fifo_instead_of_hanging(tmp_path):
+    """`info`/`export` read a FIFO until a writer came (forever, from a robot's view)."""
+    import os
+    import subprocess
+    import sys
+
+    for name in ("m.onnx", "c.pth"):
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        proc = subprocess.run([sys.executable, "-m", "adn_edge.cli.app", "info", str(fifo)], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "not a regular file" in " ".join(proc.stderr.split())

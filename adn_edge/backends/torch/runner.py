@@ -34,6 +34,7 @@ import numpy as np
 
 from adn_edge.errors import AdnError
 from adn_edge.runtime.backend import Backend, register_backend
+from adn_edge.fileio import check_threads
 
 WEIGHT_CHOICE = {"model_ema": "ema", "model": "model"}
 
@@ -96,7 +97,7 @@ class TorchBackend(Backend):
         from adn_edge.models.folding import Folder
 
         self._torch = torch
-        if threads:
+        if check_threads(threads, "threads", allow_zero=True):
             torch.set_num_threads(int(threads))
         self.device = self._device(device)
         self.precision = (precision or "fp32").lower()
