@@ -180,20 +180,23 @@ def write_json(dest: str | os.PathLike[str], obj: Any) -> None:
     write_text(dest, to_json(obj) + "\n")
 
 
-def open_regular(path: str | os.PathLike[str], what: str = "file") -> BinaryIO:
+def open_regular(path: str | os.PathLike[str], what: str = "file", *, follow_links: bool = True,
+                 hint: str = "Pass the path of a regular file.") -> BinaryIO:
     """``path`` opened for binary reading, refused with :class:`AdnError` unless it is a
     regular file (checked on the opened descriptor, so it is the file that will be
     read): a FIFO would block forever, a device such as ``/dev/zero`` never ends.
-    A missing file raises :class:`FileNotFoundError` as ``open`` would, for callers
-    that tell "missing" from "unreadable"."""
-    fd = os.open(path, _OPEN_FLAGS)
+    ``follow_links=False`` also refuses a symbolic link (for a path already resolved,
+    so that a link appearing since is not followed). A missing file raises
+    :class:`FileNotFoundError` as ``open`` would, for callers that tell "missing" from
+    "unreadable"."""
+    fd = os.open(path, _OPEN_FLAGS | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0)))
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
                 "a device or socket"
             raise AdnError(f"The {what} {str(path)!r} is {kind}, not a regular file, so adn-edge does not read it.",
-                           "Pass the path of a regular file.")
+                           hint)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

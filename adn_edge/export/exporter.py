@@ -161,10 +161,15 @@ class Exporter:
             for code in iterate(codes, f"export {self.model.arch}"):
                 results.append(self.export_one(code))
                 manifest.save(self.out_dir, self.manifest)  # after each: a crash keeps what was verified
-            if self._replaced is not None:
-                retire(self.out_dir, self._replaced, self.manifest)
-                self._replaced = None
+            self.retire_replaced()
         return results
+
+    def retire_replaced(self) -> None:
+        """After a fresh manifest replaced one of other weights or options (under the
+        writer lock): remove what only the old one listed, set its results aside."""
+        if self._replaced is not None:
+            retire(self.out_dir, self._replaced, self.manifest)
+            self._replaced = None
 
     def _graph(self, code: str, model: ADNModel, folder: Folder, transposes: og.TransposeIndex) -> onnx.ModelProto:
         static = materialize(model, code, folder)

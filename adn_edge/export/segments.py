@@ -67,7 +67,6 @@ from adn_edge.materialize import stable_names
 from adn_edge.models.base import ADNModel
 from adn_edge.modeldir.lock import writing
 from adn_edge.modeldir.names import segment_file
-from adn_edge.modeldir.retire import retire
 
 SCHEMA = 1
 KINDS = manifest.SEGMENT_KINDS
@@ -236,9 +235,7 @@ class SegmentExporter:
         with writing(self.exp.out_dir, "export --segments"):
             self.exp.manifest = self.exp._open_manifest()  # read under the lock (see Exporter.export)
             record = self._export()
-            if self.exp._replaced is not None:
-                retire(self.exp.out_dir, self.exp._replaced, self.exp.manifest)
-                self.exp._replaced = None
+            self.exp.retire_replaced()
             return record
 
     def _export(self) -> dict[str, Any]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PureWindowsPath
 from typing import Any, BinaryIO, cast
@@ -49,7 +48,7 @@ from typing import Any, BinaryIO, cast
 from adn_edge import __version__
 from adn_edge import subnet as subnet_mod
 from adn_edge.errors import AdnError
-from adn_edge.fileio import read_json, write_json
+from adn_edge.fileio import open_regular, read_json, write_json
 from adn_edge.modeldir import schema as schema_mod
 
 SCHEMA = 1
@@ -258,6 +257,14 @@ def segments_record(data: dict[str, Any], purpose: str, otherwise: str) -> dict[
     return seg
 
 
+def running_segments(data: dict[str, Any]) -> dict[str, Any]:
+    """:func:`segments_record` for opening a directory in segmented mode (the switcher and
+    every segmented backend ask the same question, with the same answer)."""
+    return segments_record(data, ", so it cannot run in segmented mode",
+                           " (or adn_edge.export.segments.export_segments(model, DIR)), or open the "
+                           "directory with segmented=False")
+
+
 def relpath_problem(relpath: Any) -> str | None:
     """Why ``relpath`` cannot name a file of a model directory, or None when it can.
 
@@ -303,35 +310,20 @@ def resolve_in(directory: str | os.PathLike[str], relpath: Any, field: str = "pa
     return Path(target)
 
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-"""Opening never waits (a FIFO opened for reading would block until a writer comes)
-and never follows a link that appeared after :func:`resolve_in` resolved the path."""
-
-
 def _open_regular(path: Path, shown: str, directory: str | os.PathLike[str]) -> BinaryIO:
     """``path`` (from :func:`resolve_in`) opened for reading, refused unless it is a regular
-    file: a FIFO would hang the reader, a device such as ``/dev/zero`` never ends, a
-    directory is no artifact. The check is on the opened descriptor, so it is the
-    file that will be read."""
+    file (:func:`adn_edge.fileio.open_regular`: a FIFO would hang the reader, a device
+    such as ``/dev/zero`` never ends); the link :func:`resolve_in` resolved is not
+    re-followed."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        return open_regular(path, f"file {shown} listed in {FILENAME}", follow_links=False,
+                            hint="Re-export (or re-build) the model directory.")
     except FileNotFoundError:
         raise AdnError(f"{shown} is listed in {FILENAME} but missing from {str(directory)!r}.",
                        "Re-export (or re-build) the model directory.") from None
     except OSError as exc:
         raise AdnError(f"{shown} in {str(directory)!r} cannot be read: {exc.strerror}.",
                        "Re-export (or re-build) the model directory.") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else \
-                "a device or socket"
-            raise AdnError(f"{shown} in {str(directory)!r} is {what}, not a regular file; adn-edge reads only "
-                           "regular files listed in the manifest.", "Re-export (or re-build) the model directory.")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def _mismatch(shown: Any, directory: str | os.PathLike[str], detail: str = "") -> AdnError:

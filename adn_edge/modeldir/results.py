@@ -20,8 +20,10 @@ from typing import Any, cast
 
 from adn_edge import subnet
 from adn_edge.errors import AdnError
-from adn_edge.fileio import read_json
+from adn_edge.fileio import read_json, write_json
+from adn_edge.modeldir.lock import writing
 from adn_edge.modeldir.names import BENCH_GLOB, EVAL_GLOB, bench_name, eval_name
+from adn_edge.modeldir.retire import set_aside
 
 SCHEMA = 1
 DEVICE_KINDS = ("orin", "cuda", "cpu")
@@ -128,7 +130,11 @@ def find_eval(directory: Path, precision: str | None = None, segmented: bool = F
 def load_eval(path: Path, num_stages: int, metric: str = "top1") -> dict[str, float]:
     """``{canonical code: metric}`` of an evaluation file; codes in any accepted spelling
     are normalised (an unknown one is an error naming the file), values must be finite."""
-    data = read_json(path, "evaluation results")
+    return eval_values(read_json(path, "evaluation results"), path, num_stages, metric)
+
+
+def eval_values(data: Any, path: Path, num_stages: int, metric: str = "top1") -> dict[str, float]:
+    """:func:`load_eval` of an evaluation record already read from ``path``."""
     if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("subnets"), dict):
         raise AdnError(f"{str(path)!r} is not an evaluation result of schema 1: expected "
                        '{"schema": 1, "dataset": ..., "subnets": {CODE: {"top1": ..., "top5": ..., "samples": ...}}}.')
@@ -150,15 +156,16 @@ def load_eval(path: Path, num_stages: int, metric: str = "top1") -> dict[str, fl
 
 
 def load_accuracy(directory: Path, manifest: Mapping[str, Any], metric: str = "top1", *,
-                  precision: str | None = None, segmented: bool = False,
+                  precision: str | None = None, segmented: bool = False, path: Path | None = None,
                   notes: list[str] | None = None) -> dict[str, float] | None:
-    """Accuracy per canonical code from the evaluation that fits (:func:`find_eval`), only
-    for what still is in the directory (:func:`current_codes`); None when there is none."""
-    path = find_eval(Path(directory), precision, segmented)
+    """Accuracy per canonical code from the evaluation that fits (``path``, default
+    :func:`find_eval`), only for what still is in the directory (:func:`current_codes`);
+    None when there is none."""
+    path = path if path is not None else find_eval(Path(directory), precision, segmented)
     if path is None:
         return None
     record = read_json(path, "evaluation results")
-    accuracy = load_eval(path, int(manifest["num_stages"]), metric)
+    accuracy = eval_values(record, path, int(manifest["num_stages"]), metric)
     keep = current_codes(record, manifest, accuracy, path.name, notes)
     return {c: v for c, v in accuracy.items() if c in keep} or None
 
@@ -361,9 +368,6 @@ def write_eval_record(directory: str | os.PathLike[str], record: Mapping[str, An
     weights). One that cannot be merged is moved to ``.retired/`` with a note,
     never silently overwritten: an evaluation of one sub-network must not erase
     sixteen others."""
-    from adn_edge.fileio import write_json
-    from adn_edge.modeldir.lock import writing
-
     directory = Path(directory)
     path = directory / eval_name(variant)
     notes: list[str] = []
@@ -377,19 +381,8 @@ def write_eval_record(directory: str | os.PathLike[str], record: Mapping[str, An
             if merge and _mergeable(old, out):
                 out["subnets"] = {**old["subnets"], **out["subnets"]}  # type: ignore[index]
             else:
-                moved = _set_aside(directory, path)
-                notes.append(f"{path.name} held results of other data, weights or graphs; moved to {moved}")
+                moved = set_aside(directory, [path])
+                notes.append(f"{path.name} held results of other data, weights or graphs; moved to "
+                             f"{moved}/{path.name}")
         write_json(path, out)
     return path, notes
-
-
-def _set_aside(directory: Path, path: Path) -> str:
-    import datetime as _dt
-
-    from adn_edge.modeldir.names import RETIRED
-
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = directory / RETIRED / stamp
-    target.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target / path.name)
-    return f"{RETIRED}/{stamp}/{path.name}"

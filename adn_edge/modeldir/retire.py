@@ -78,10 +78,17 @@ def retire(directory: str | os.PathLike[str], old: Mapping[str, Any], new: Mappi
     results = [p for pattern in (EVAL_GLOB, BENCH_GLOB) for p in sorted(directory.glob(pattern))
                if _inside(directory, p.name) is not None]
     if results:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        target = directory / RETIRED / stamp
-        target.mkdir(parents=True, exist_ok=True)
-        for path in results:
-            os.replace(path, target / path.name)
-            done.append(f"{path.name} -> {RETIRED}/{stamp}/")
+        folder = set_aside(directory, results)
+        done += [f"{path.name} -> {folder}/" for path in results]
     return done
+
+
+def set_aside(directory: Path, paths: list[Path]) -> str:
+    """Move ``paths`` (files of ``directory``) into a new ``.retired/<UTC time>/``, where no
+    reader looks; returns that folder relative to the directory."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = directory / RETIRED / stamp
+    target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        os.replace(path, target / path.name)
+    return f"{RETIRED}/{stamp}"

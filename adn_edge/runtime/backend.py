@@ -135,7 +135,7 @@ def resolve_backend(backend: str, *, segmented: bool = False, manifest: Mapping[
         for spec in ordered:
             why = spec.available()
             if why is None:
-                why = spec.factory.unready(manifest, device) if manifest is not None or device else None  # type: ignore[attr-defined]
+                why = spec.factory.unready(manifest, device)  # type: ignore[attr-defined]
             if why is None:
                 return spec
             reasons[spec.name] = why

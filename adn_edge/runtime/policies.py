@@ -92,10 +92,10 @@ class Policy:
         if bench_path:  # only what still is in the directory: not another model's latencies
             keep = current_codes(report, m, bench, bench_path.name, notes)
             bench = {c: e for c, e in bench.items() if c in keep}
-        accuracy = load_accuracy(directory, m, metric, precision=precision, segmented=segmented, notes=notes) or {}
+        eval_path = find_eval(directory, precision, segmented)
+        accuracy = (load_accuracy(directory, m, metric, path=eval_path, notes=notes) or {}) if eval_path else {}
         if not accuracy:  # a bench report may carry accuracies as extra keys
             accuracy = {c: float(e["accuracy"]) for c, e in bench.items() if e.get("accuracy") is not None}
-        eval_path = find_eval(directory, precision, segmented)
         if segmented and bench_path and report.get("segmented") is not True:
             notes.append(f"latencies from {bench_path.name}, measured on the monolithic graphs: segmented runs add "
                          "a graph boundary per stage (`adn-edge bench --segmented` measures them)")

@@ -121,8 +121,7 @@ class EngineSwitcher:
     def _codes(m: dict[str, Any], subnets: str | Sequence[str], segmented: bool) -> list[str]:
         present = None
         if segmented:  # segments chain into every sub-network
-            seg = manifest_mod.segments_record(m, ", so it cannot run in segmented mode",
-                                               " (or open the directory with segmented=False)").get("subnets", {})
+            seg = manifest_mod.running_segments(m).get("subnets", {})
             present = {c: seg.get(c, {}) for c in subnet.all_codes(int(m["num_stages"]))}
         return manifest_mod.resolve_codes(m, subnets, present)
 

@@ -50,13 +50,6 @@ from adn_edge.runtime.backend import register_backend
 FILE_KEYS = {"fp32": "files", "fp16": "files_fp16"}
 
 
-def segments_record(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's ``segments`` record, or a clear error saying how to create it."""
-    return manifest_mod.segments_record(manifest, ", so it cannot run in segmented mode",
-                                        " (or adn_edge.export.segments.export_segments(model, DIR)), or open the "
-                                        "directory with segmented=False")
-
-
 def files_key(seg: dict[str, Any], precision: str | None) -> str:
     """The parts' key holding the graphs of ``precision``: fp32, or the float16 twins of
     ``export --segments --fp16``. No int8: segment inputs past the first are feature
@@ -85,14 +78,14 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
 
     @classmethod
     def artifacts(cls, manifest: dict[str, Any], codes: Sequence[str], **options: Any) -> list[dict[str, Any]]:
-        seg = segments_record(manifest)
+        seg = manifest_mod.running_segments(manifest)
         key = files_key(seg, options.get("precision"))
         return [part[key][kind] for part in seg["parts"] for kind in SEGMENT_KINDS.values()]
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
                  precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:
         super().__init__(directory, manifest, codes)
-        seg = segments_record(manifest)
+        seg = manifest_mod.running_segments(manifest)
         key = files_key(seg, precision)
         self.precision = (precision or "fp32").lower()
         factory_options = split_options(self._take_batch_options(options), BATCH_OPTIONS, "onnxruntime-segmented")

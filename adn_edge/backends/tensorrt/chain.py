@@ -26,7 +26,7 @@ from adn_edge.backends.tensorrt.engines import check_engine_source, choose_preci
 from adn_edge.backends.tensorrt.options import sample_dims
 from adn_edge.backends.tensorrt.units import segment_what
 from adn_edge.errors import AdnError
-from adn_edge.modeldir.manifest import SEGMENT_KINDS, segments_record
+from adn_edge.modeldir.manifest import SEGMENT_KINDS, running_segments
 from adn_edge.modeldir.names import segment_key
 
 INPUT, LOGITS, PING, PONG = "input", "logits", "a", "b"
@@ -103,8 +103,7 @@ def monolithic_layout(manifest: Mapping[str, Any], codes: Sequence[str], precisi
 
 def segmented_layout(manifest: Mapping[str, Any], codes: Sequence[str], precision: str | None) -> Layout:
     """The 2*S segment engines; code ``c`` runs part k in form ``c[k]`` for every k."""
-    parts = segments_record(dict(manifest), ", so it cannot run in segmented mode",
-                            " (or open the directory with segmented=False)")["parts"]
+    parts = running_segments(dict(manifest))["parts"]
     count = len(parts)
     if not codes:
         raise AdnError("No sub-network was asked for.")
