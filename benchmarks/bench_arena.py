@@ -153,7 +153,7 @@ def main() -> None:
         print(f"batch {int(batch):5d}: median {r['median']:.3f}  quartiles {r['q1']:.3f} .. {r['q3']:.3f} "
               f"({r['pairs']} pairs; old median {r['old_ms']:.1f} ms)")
     out = RESULTS / "arena.json"
-    write_json(out, {"benchmark": "bench_arena", "model": "resnet_tiny (super-net 1111, 32x32, random weights)",
+    write_json(out, {"benchmark": "bench_arena", "command": " ".join(["python", *sys.argv]), "model": "resnet_tiny (super-net 1111, 32x32, random weights)",
                      "environment": environment(args.threads), "settings": SETTINGS, "rows": rows,
                      "paired_new_over_old": paired})
     print(f"wrote {out}")
