@@ -44,6 +44,10 @@ class TrainConfig:
     temperature: float = 1.0
     topk: int = 500
     feature_kd: bool = False
+    sandwich: int = 0
+    """Mixed sub-networks sampled per step beyond the paper's two passes (0: the paper's
+    recipe). Each is distilled from the detached super-net like the base-net; see
+    :mod:`~adn_edge.train.adn_step`."""
     mode: str = "adn"
     amp: bool = False
     ema: bool = False
@@ -92,6 +96,7 @@ class TrainConfig:
             (0.0 < self.train_fraction <= 1.0, f"--train-fraction must be in (0, 1], not {self.train_fraction}."),
             (self.ema_steps >= 1, f"--ema-steps must be at least 1, not {self.ema_steps}."),
             (0.0 <= self.ema_decay < 1.0, f"--ema-decay must be in [0, 1), not {self.ema_decay}."),
+            (self.sandwich >= 0, f"--sandwich must be 0 or more, not {self.sandwich}."),
             (self.log_every >= 1, f"--log-every must be at least 1, not {self.log_every}."),
         ]
         for ok, msg in checks:
@@ -102,6 +107,9 @@ class TrainConfig:
         if self.mode == "plain" and self.feature_kd:
             raise AdnError("--feature-kd distils the base-net from the super-net; plain training has no base-net "
                            "pass.", "Drop --feature-kd or train in ADN mode.")
+        if self.mode == "plain" and self.sandwich:
+            raise AdnError("--sandwich distils sampled mixed sub-networks from the super-net; plain training "
+                           "trains the super-net only.", "Drop --sandwich or train in ADN mode.")
         if self.resume and self.init_from:
             raise AdnError("--resume and --init-from exclude each other.",
                            "--resume continues a run (weights, optimizer, epoch); --init-from starts a new run "

@@ -54,6 +54,12 @@ def recipe_losses(cfg: TrainConfig, out: dict[str, Any], y: torch.Tensor) -> dic
     kd = kd_loss(out["base"], out["super"].detach(), cfg.temperature, cfg.topk)
     losses = {"super_ce": ce, "base_kd": kd}
     total_kd = kd
+    if out.get("mixed"):
+        # The sandwich passes: each mixed sub-network distilled like the base-net, summed.
+        teacher = out["super"].detach()
+        mixed = torch.stack([kd_loss(m, teacher, cfg.temperature, cfg.topk) for m in out["mixed"]]).sum()
+        losses["mixed_kd"] = mixed
+        total_kd = total_kd + mixed
     if cfg.feature_kd:
         fk = feature_kd_loss(out["base_feats"], out["super_feats"], cfg.temperature)
         losses["feature_kd"] = fk

@@ -16,6 +16,12 @@ are untouched; the recalibrated copy is then folded and exported like any other.
 
 A recalibrated model is correct **only for its code**: the BNs of other stage
 states keep their old statistics, but shared BNs (stem, downsample) are rewritten.
+
+:func:`recalibrated_jointly` is the other kind: one set of statistics for all
+sub-networks at once, every BN averaged over every sub-network that executes it. It
+is what a model whose graphs are shared between sub-networks (segments: one graph per
+stage and form) could carry; whether it is accurate depends on the training
+(``benchmarks/bench_adn_training.py`` measures it).
 """
 
 from __future__ import annotations
@@ -128,6 +134,60 @@ def recalibrated(model: ADNModel, code: str, batches: Iterable[Any], max_samples
     if seen == 0:
         raise AdnError("Recalibration needs batches of at least 2 images.", "Use a larger batch size.")
     out.recalibrated_for = canonical
+    out.recalibration_samples = seen
+    result: ADNModel = out
+    return result
+
+
+def recalibrated_jointly(model: ADNModel, codes: Iterable[str], batches: list[Any],
+                         max_samples: int | None = None) -> ADNModel:
+    """A copy of ``model`` with one set of BN statistics re-estimated over all ``codes``.
+
+    Every BN is reset, then every sub-network in ``codes`` runs the same images
+    (``batches``, a list, ``max_samples`` images at most) in training mode with
+    cumulative averaging: a BN's statistics become the equal-weight average over all
+    the sub-networks that execute it (the stem over all of them, a stage's main norms
+    over those that run the stage in full, its twins over those that skip it). BNs that
+    none of them executes keep their statistics. The copy is in eval mode; ``model`` is
+    not modified.
+    """
+    check_recalibratable(model)
+    S = model.num_skippable_stages
+    canonical = list(dict.fromkeys(subnet.parse_code(c, S, model.arch) for c in codes))
+    if not canonical:
+        raise AdnError("Joint recalibration needs at least one sub-network.")
+    images = []
+    seen = 0
+    for b in batches:
+        x = _images(b)
+        if max_samples is not None:
+            x = x[: max_samples - seen]
+        if x.shape[0] > 1:
+            images.append(x)
+            seen += x.shape[0]
+        if max_samples is not None and seen >= max_samples:
+            break
+    if not images:
+        raise AdnError("Recalibration needs batches of at least 2 images.", "Use a larger batch size.")
+    device = next(model.parameters()).device
+    out = copy.deepcopy(model).eval()
+    used = {id(bn): bn for code in canonical for bn in used_batchnorms(out, code, images[0].to(device))}
+    bns = list(used.values())
+    saved = {id(bn): bn.momentum for bn in bns}
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    out.train()
+    try:
+        with torch.no_grad():
+            for code in canonical:
+                for x in images:
+                    out(x.to(device), skip=subnet.to_skip(code))
+    finally:
+        for bn in bns:
+            bn.momentum = saved[id(bn)]
+        out.eval()
+    out.recalibrated_for = "joint:" + ",".join(canonical)
     out.recalibration_samples = seen
     result: ADNModel = out
     return result

@@ -11,6 +11,9 @@ same images:
    weighted ``1 - alpha``;
 3. one optimizer step on the summed gradients.
 
+``sandwich=k`` (not in the paper) adds k sampled mixed sub-networks to step 2, each
+distilled from the super-net like the base-net (:mod:`~adn_edge.train.adn_step`).
+
 Both passes run inside one module call (:mod:`~adn_edge.train.adn_step` says why). This
 module is the loop with its checkpoints and resume; the losses, optimizer, EMA, torchrun
 and ``--init-from`` each have a module of their own beside it.
@@ -116,7 +119,7 @@ class Trainer:
 
             ck = ckpt_mod.read(cfg.init_from)
             self.init_report = init_from_plain(self.model, ck.state_dict, cfg.init_from)
-        self.step_module = _ADNStep(self.model, cfg.mode, cfg.feature_kd)
+        self.step_module = _ADNStep(self.model, cfg.mode, cfg.feature_kd, cfg.sandwich, cfg.seed)
         self.wrapped: nn.Module = self.step_module
         if self.dist.world > 1:
             # Plain mode never runs the twins, so DDP must be told to expect unused parameters.
@@ -230,6 +233,7 @@ class Trainer:
         for x, y in it:
             x = augment(x, aug_gen, shift, cfg.hflip).to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
+            self.step_module.step = self.global_step
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=cfg.amp):
                 out = self.wrapped(x)
             losses = recipe_losses(cfg, out, y)

@@ -157,3 +157,28 @@ def test_segmented_directory_eval_covers_every_chain(two_epoch_run, tmp_path, pr
     path = write_eval(tmp_path, res, variant="fp32-segmented")
     assert path.name == "eval-fp32-segmented.json"
     assert json.loads((tmp_path / "eval.json").read_text())["segmented"] is False
+
+
+def test_joint_recalibration_averages_the_statistics_of_each_sub_network(two_epoch_run, prep):
+    """One set for all: a BN's joint statistics are the mean of the per-sub-network ones
+    (same images, same batch count each), BNs that no sub-network runs are untouched."""
+    from adn_edge.train.recalibrate import recalibrated_jointly
+
+    model = two_epoch_run[1].model
+    batches = calibration_batches(data_mod.load_builtin("digits", "train", prep), 128, 64)
+    joint = recalibrated_jointly(model, ["1100", "0100"], batches).state_dict()
+    a = recalibrated(model, "1100", batches).state_dict()
+    b = recalibrated(model, "0100", batches).state_dict()
+    key = "layer2.0.bn1"  # stage 2's main norm: its input differs between the two codes
+    for stat in ("running_mean", "running_var"):
+        assert not torch.allclose(a[f"{key}.{stat}"], b[f"{key}.{stat}"], atol=1e-3)
+        torch.testing.assert_close(joint[f"{key}.{stat}"], (a[f"{key}.{stat}"] + b[f"{key}.{stat}"]) / 2,
+                                   rtol=1e-4, atol=1e-5)
+    # Stage 1: main norms only in 1100, twins only in 0100, each from that one sub-network.
+    torch.testing.assert_close(joint["layer1.0.bn1.running_mean"], a["layer1.0.bn1.running_mean"])
+    torch.testing.assert_close(joint["layer1.0.bn1_skip.running_mean"], b["layer1.0.bn1_skip.running_mean"])
+    # Both codes skip stage 4: its main norms run in neither, the trained statistics stay.
+    original = model.state_dict()
+    torch.testing.assert_close(joint["layer4.0.bn1.running_mean"], original["layer4.0.bn1.running_mean"])
+    with pytest.raises(AdnError):
+        recalibrated_jointly(model, [], batches)
