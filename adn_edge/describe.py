@@ -31,7 +31,10 @@ def _directory(p: Path) -> dict[str, Any]:
 
     data = manifest.load(p)
     subnets = []
-    for code, e in data["subnets"].items():
+    # The order of every other table: super-net first, then by descending GMACs.
+    codes = manifest.resolve_codes(data, "all") if data["subnets"] else []
+    for code in codes:
+        e = data["subnets"][code]
         subnets.append({"code": code, "skip_cfg": e.get("skip_cfg"), "gmacs": e.get("gmacs"), "params": e.get("params"),
                         "files": sorted(e.get("files", {})), "engines": sorted(e.get("engines", {})),
                         "parity_fp32": e.get("parity", {}).get("onnx", {}).get("rel_err")})
@@ -107,9 +110,16 @@ def _checkpoint(p: Path) -> dict[str, Any]:
     from adn_edge import checkpoint
 
     ckpt = checkpoint.read(p)
-    arch = ckpt.header.get("arch") or checkpoint.guess_arch(ckpt.state_dict)
+    # As `adn-edge export` decides (checkpoint.build_model): the header's, else the one
+    # registered architecture the weights fit; arch_source says which.
+    arch = ckpt.header.get("arch")
+    arch_source = "header" if arch else None
+    if not arch:
+        arch = checkpoint.guess_arch(ckpt.state_dict)
+        arch_source = "guessed" if arch else None
     n = sum(int(t.numel()) for k, t in ckpt.state_dict.items() if t.is_floating_point())
     return {"kind": "checkpoint", "path": str(p), "bytes": p.stat().st_size, "sha256": ckpt.sha256,
-            "container": ckpt.container, "weights": ckpt.weights, "arch": arch, "num_classes": ckpt.num_classes,
+            "container": ckpt.container, "weights": ckpt.weights, "arch": arch, "arch_source": arch_source,
+            "num_classes": ckpt.num_classes,
             "entries": len(ckpt.state_dict), "float_elements": n, "header": ckpt.header,
             "epoch": ckpt.extra.get("epoch") if isinstance(ckpt.extra.get("epoch"), int) else None}

@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from adn_edge.cli.output import fail, json_error, wants_json
 from adn_edge.errors import EXIT_FAILURE, AdnProblem
@@ -23,8 +25,32 @@ COMMAND_MODULES = (
     "subnets", "export", "build", "bench", "eval", "train", "info", "demo", "quantize", "doctor",
 )
 
+
+def _flags_without_type(command: Any, ctx: Any) -> None:
+    """Blank the type a flag shows in help: typer 0.29's rich help prints one after
+    every option (``--json <bool>``), although a flag takes no value."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class AppGroup(TyperGroup):
+    """The app's group: its own and every command's help list flags bare (``--json``)."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _flags_without_type(command, ctx)
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _flags_without_type(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="adn-edge",
+    cls=AppGroup,
     help="Adaptive Depth Networks on edge devices: export sub-networks to ONNX, build "
     "TensorRT engines, benchmark latency and energy, switch at run time.",
     no_args_is_help=True,
@@ -47,13 +73,20 @@ def _register_commands() -> None:
 _register_commands()
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    # Eager: runs while the options are parsed, before click asks for a command, so
+    # `adn-edge --version` alone prints the version (exit 0) instead of "Missing command".
+    if value:
         from adn_edge import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       expose_value=False, help="Print the version and exit.")) -> None:
+    pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,32 @@ def _reporter(quiet: bool) -> Callable[[BuildEvent], None]:
     return report
 
 
+def refuse_builtin_calibration(directory: Path, calib: str | None) -> None:
+    """``--calib builtin[:NAME]`` (a spec ``adn-edge quantize --calib`` takes) is refused
+    here with the route that works: TensorRT's calibrator reads image files
+    (:class:`~adn_edge.backends.tensorrt.calibration.CalibrationSet`), the built-in
+    datasets are arrays, while a Q/DQ graph from ``quantize`` carries its scales. The
+    spec is recognised by the function ``quantize`` resolves it with
+    (:func:`adn_edge.train.data.builtin_name`), asked only when no such folder exists,
+    so a folder named ``builtin`` still works and a robot without torch never imports it."""
+    if calib is None or Path(calib).exists():
+        return
+    try:
+        from adn_edge.train.data import builtin_name
+    except ImportError:  # no torch: not a dataset it could load either; the folder check reports it
+        return
+    name = builtin_name(calib)  # an unknown builtin:NAME is an AdnError listing the known ones
+    if name is None:
+        return
+    from adn_edge.errors import AdnError
+
+    raise AdnError(f"--calib {calib} names the built-in {name} dataset, but `adn-edge build` calibrates with "
+                   "TensorRT's calibrator, which reads a folder of image files.",
+                   f"Calibrate with `adn-edge quantize {directory} --calib {calib}` (INT8 Q/DQ graphs), then run "
+                   f"`adn-edge build {directory} --precision int8` without --calib: the engines are built from "
+                   "those graphs. Or pass --calib a folder of training images.")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def build(
@@ -36,7 +62,9 @@ def register(app: typer.Typer) -> None:
         subnet: list[str] = typer.Option(["all"], "--subnet", "-s", help="Code(s) to build: 1010, TFFF, super, "
                                                                           "base or all; repeat for several."),
         precision: str = typer.Option("fp16", "--precision", "-p", help="fp32, fp16, int8 or best (FP16+INT8)."),
-        calib: Path = typer.Option(None, "--calib", help="Folder of images for INT8 calibration (a few hundred)."),
+        calib: str = typer.Option(None, "--calib", help="Folder of images for INT8 calibration (a few hundred; "
+                                  "sub-folders are searched). For builtin data: `adn-edge quantize DIR --calib "
+                                  "builtin`, then build without --calib."),
         timing_cache: Path = typer.Option(None, "--timing-cache", help="Timing cache shared by all builds "
                                                                        "(default: <arch>.timing.cache in DIR)."),
         min_batch: int = typer.Option(None, "--min-batch", help="Smallest batch the engines accept (default 1)."),
@@ -54,6 +82,7 @@ def register(app: typer.Typer) -> None:
         """Build TensorRT engines for exported sub-networks (skips up-to-date ones)."""
         from adn_edge.backends.tensorrt.build import build_directory
 
+        refuse_builtin_calibration(directory, calib)
         # A BuildFailure (exit 1: the toolchain failed, not the input) is printed by the app.
         results = build_directory(
             directory, subnets=subnet, precision=precision, calib=calib, timing_cache=timing_cache,

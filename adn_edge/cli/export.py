@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from adn_edge.cli.output import console, print_json, progress, table
+from adn_edge.cli.output import console, gmacs, print_json, progress, table
 
 
 def register(app: typer.Typer) -> None:
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
         for r in results:
             p = r.parity["onnx"]
             p16 = r.parity.get("onnx_fp16")
-            rows.append((r.code, f"{r.gmacs:.3f}", f"{r.params:,}", r.nodes, f"{p.rel_err:.1e}",
+            rows.append((r.code, gmacs(r.gmacs), f"{r.params:,}", r.nodes, f"{p.rel_err:.1e}",
                          f"{p16.rel_err:.1e}" if p16 else "-", f"{r.seconds:.1f}"))
         table(f"exported to {out_dir} (parity: relative error of ONNX Runtime vs PyTorch)",
               ["code", "GMACs", "params", "nodes", "parity fp32", "parity fp16", "s"], rows)

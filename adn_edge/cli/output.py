@@ -4,11 +4,14 @@ Progress bars go to stderr and only on a terminal, so ``--json`` output on stdou
 stays machine-readable. Under ``--json`` that holds for failures too: a script that
 parses stdout gets one object ``{"error": {"message", "hint", "exit_code", "type"}}``
 instead of nothing (the human paragraph still goes to stderr, the exit code is still
-2 or 1). JSON is strict (no ``NaN``, :func:`adn_edge.fileio.to_json`).
+2 or 1). JSON is strict (no ``NaN``, :func:`adn_edge.fileio.to_json`). Text for a pipe
+or a file is never wrapped or truncated (a console would otherwise assume 80 columns
+and cut file names): see :func:`console`.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import textwrap
 from collections.abc import Iterable, Iterator, Sequence
@@ -48,26 +51,67 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(to_json(obj, default=str) + "\n")
 
 
+NOT_A_TERMINAL_WIDTH = 10_000
+"""Columns of a console whose stream is not a terminal: wide enough that no table
+column is truncated and no line is wrapped (tables are only as wide as their content)."""
+
+
+def is_terminal(stderr: bool = False) -> bool:
+    """Whether stdout (or stderr) is a terminal; a pipe, a file or a closed stream is not."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def console(stderr: bool = False) -> Any:
+    """A rich console on stdout (or stderr). On a terminal it wraps to the terminal's
+    width; otherwise (``| cat``, ``> file``) lines are written whole, one per line, and
+    tables at their natural width, so names and titles arrive complete."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    if is_terminal(stderr):
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, width=NOT_A_TERMINAL_WIDTH, soft_wrap=True)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A table on stdout under a one-line title. Cells are plain text (no markup), and
+    long ones fold onto more lines on a narrow terminal instead of being cut."""
     from rich.table import Table
+    from rich.text import Text
 
-    t = Table(title=title, title_justify="left")
-    for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
+    c = console()
+    # The title is its own line: a table's title would wrap at the table's width.
+    c.print(Text(title, style="table.title"))
+    t = Table()
+    for i, name in enumerate(columns):
+        t.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     for r in rows:
-        t.add_row(*[str(x) for x in r])
-    console().print(t)
+        t.add_row(*[Text(str(x)) for x in r])
+    c.print(t)
+
+
+def gmacs(value: float | None) -> str:
+    """GMACs for people: three decimals, and three significant digits below 0.1
+    (``4.089``, ``0.0256``), so that neighbours in a table stay distinguishable."""
+    if value is None:
+        return "-"
+    v = float(value)
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    return f"{v:.{max(3, 2 - math.floor(math.log10(abs(v))))}f}"
+
+
+def round_gmacs(value: float) -> float:
+    """The value :func:`gmacs` shows, as a number (for ``--json``)."""
+    return float(gmacs(value))
 
 
 def progress(items: Sequence[T], description: str) -> Iterator[T]:
     """Iterate with a rich progress bar on stderr (silent when stderr is not a terminal)."""
-    if not sys.stderr.isatty():
+    if not is_terminal(stderr=True):
         yield from items
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -30,7 +30,9 @@ a control loop's deadline is about the slow inferences, not the typical one
 (``stat=`` picks another key; every report read has all of them, reports are
 checked against the schema on read). When no candidate fits, the policy
 returns the one that misses the budget by the least (``strict=True`` raises
-instead): a robot must still get an answer.
+instead): a robot must still get an answer. Under a latency budget that is the
+fastest measured sub-network, usually the base-net. :meth:`Policy.decide` returns
+the same choice as a :class:`Decision` whose ``fits`` says whether it fits.
 """
 
 from __future__ import annotations
@@ -55,6 +57,31 @@ class Candidate:
     energy_mj: float | None = None
     accuracy: float | None = None
     gmacs: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A choice and whether it honours the budgets (:meth:`Policy.decide`).
+
+    ``fits`` is False when no candidate fitted and ``code`` is the fallback: the
+    candidate that misses its budgets by the smallest factor (``miss``, its worst
+    measured/budget ratio, above 1). ``measured`` holds the chosen candidate's figures
+    for the budgeted resources (``latency``, in ms, and ``energy``, in mJ)."""
+
+    code: str
+    fits: bool
+    budgets: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def miss(self) -> float | None:
+        """The worst measured/budget ratio of ``code`` (above 1 when it does not fit);
+        None without budgets."""
+        ratios = [self.measured[r] / v for r, v in self.budgets.items() if r in self.measured]
+        return max(ratios) if ratios else None
+
+    def __str__(self) -> str:
+        return self.code
 
 
 @dataclass
@@ -152,12 +179,16 @@ class Policy:
         q = self.quality()
         return sorted(q, key=lambda c: (q[c], c))
 
-    def most_accurate_within(self, latency_ms: float | None = None, energy_mj: float | None = None, *,
-                             pareto_only: bool = True, strict: bool = False) -> str:
-        """The most accurate sub-network whose latency (and energy per inference) fit.
+    def decide(self, latency_ms: float | None = None, energy_mj: float | None = None, *,
+               pareto_only: bool = True) -> Decision:
+        """The most accurate sub-network whose latency (and energy per inference) fit,
+        and whether one did.
 
-        Without any budget, the most accurate of all. When nothing fits: the
-        candidate that misses by the smallest factor, or an AdnError with ``strict``.
+        Without any budget, the most accurate of all (``fits`` True). When nothing fits,
+        ``code`` is the candidate that misses by the smallest factor (under a latency
+        budget, the fastest measured one: usually the base-net) and ``fits`` is False.
+        Raises :class:`AdnError` for a budget that is not positive, and when nothing
+        is measured for a budgeted resource or no candidate can be ranked.
         """
         budgets = {k: float(v) for k, v in (("latency", latency_ms), ("energy", energy_mj)) if v is not None}
         for k, v in budgets.items():
@@ -168,7 +199,7 @@ class Policy:
             raise AdnError("No candidate sub-network has an accuracy or GMACs figure to rank it by.",
                            "Run `adn-edge eval`, or re-export the directory so the manifest has GMACs.")
         if not budgets:
-            return max(quality, key=lambda c: (quality[c], c))
+            return Decision(max(quality, key=lambda c: (quality[c], c)), True)
         by = tuple(budgets)
         self._require(by)
         codes = self.pareto(by) if pareto_only else [c for c in self.pareto_candidates(by)]
@@ -177,17 +208,32 @@ class Policy:
             cand = self.candidates[c]
             return float(cand.latency_ms if r == "latency" else cand.energy_mj)  # type: ignore[arg-type]
 
+        def decision(code: str, fits: bool) -> Decision:
+            return Decision(code, fits, budgets, {r: value(code, r) for r in by})
+
         fits = [c for c in codes if all(value(c, r) <= budgets[r] for r in by)]
         if fits:
-            return max(fits, key=lambda c: (quality[c], -value(c, by[0]), c))
+            return decision(max(fits, key=lambda c: (quality[c], -value(c, by[0]), c)), True)
         miss = {c: max(value(c, r) / budgets[r] for r in by) for c in codes}
-        best = min(miss, key=lambda c: (miss[c], -quality[c], c))
-        if strict:
-            want = " and ".join(f"{k} <= {v:g} {'ms' if k == 'latency' else 'mJ'}" for k, v in budgets.items())
-            raise AdnError(f"No sub-network fits {want}; the closest is {best} "
-                           f"({', '.join(f'{r} {value(best, r):.3g}' for r in by)}).",
+        return decision(min(miss, key=lambda c: (miss[c], -quality[c], c)), False)
+
+    def most_accurate_within(self, latency_ms: float | None = None, energy_mj: float | None = None, *,
+                             pareto_only: bool = True, strict: bool = False) -> str:
+        """The most accurate sub-network whose latency (and energy per inference) fit.
+
+        Without any budget, the most accurate of all. When nothing fits, this still
+        returns a code: the candidate that misses by the smallest factor (under a
+        latency budget, the fastest measured one, usually the base-net). To know
+        whether the answer fits, use :meth:`decide` (its ``fits``); ``strict=True``
+        raises an :class:`AdnError` naming the closest candidate instead.
+        """
+        d = self.decide(latency_ms, energy_mj, pareto_only=pareto_only)
+        if strict and not d.fits:
+            want = " and ".join(f"{k} <= {v:g} {'ms' if k == 'latency' else 'mJ'}" for k, v in d.budgets.items())
+            raise AdnError(f"No sub-network fits {want}; the closest is {d.code} "
+                           f"({', '.join(f'{r} {v:.3g}' for r, v in d.measured.items())}).",
                            "Relax the budget, or measure again on this device with `adn-edge bench`.")
-        return best
+        return d.code
 
     def pareto_candidates(self, by: Sequence[str]) -> list[str]:
         quality = self.quality()
@@ -196,7 +242,13 @@ class Policy:
 
     def fastest_within(self, latency_ms: float, **kwargs: Any) -> str:
         """The contract's name (docs/runtime.md): the sub-network to run so that inference fits
-        ``latency_ms``; of those that fit, the most accurate (see most_accurate_within)."""
+        ``latency_ms``; of those that fit, the most accurate (see most_accurate_within).
+
+        When nothing fits, it returns the fastest measured sub-network (the one missing
+        ``latency_ms`` by the least, usually the base-net), not an error: a control
+        loop must still get an answer. ``decide(latency_ms).fits`` tells whether the
+        answer fits; ``strict=True`` raises an :class:`AdnError` instead.
+        """
         return self.most_accurate_within(latency_ms=latency_ms, **kwargs)
 
     def _require(self, by: Sequence[str]) -> None:

@@ -56,6 +56,29 @@ def test_gmacs_order_without_accuracy(pdir):
         p.fastest_within(1.0, strict=True)
 
 
+def test_nothing_fits_is_explicit(pdir):
+    """fastest_within falls back to the fastest sub-network when nothing fits; decide()
+    returns the same code and says whether it fits."""
+    from adn_edge.runtime.policies import Decision
+
+    write(pdir, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}))
+    p = Policy.from_directory(pdir)
+    d = p.decide(latency_ms=1.0)
+    assert isinstance(d, Decision) and not d.fits and d.code == "0000" == p.fastest_within(1.0)
+    assert d.budgets == {"latency": 1.0} and d.measured == {"latency": cost("0000")}
+    assert d.miss == pytest.approx(cost("0000") / 1.0) and d.miss > 1 and str(d) == "0000"
+    ok = p.decide(latency_ms=7.5)
+    assert ok.fits and ok.code == p.fastest_within(7.5) and ok.miss <= 1
+    assert p.decide().fits and p.decide().code == "1111" and p.decide().miss is None  # no budget
+    write(pdir, "bench-orin.json", bench_report({c: cost(c) for c in CODES}, {c: 2 * cost(c) for c in CODES},
+                                                 backend="tensorrt", device="orin"))
+    both = Policy.from_directory(pdir, device="orin").decide(latency_ms=1.0, energy_mj=2.0)
+    assert not both.fits and both.code == "0000" and set(both.measured) == {"latency", "energy"}
+    assert both.miss == pytest.approx(max(cost("0000") / 1.0, 2 * cost("0000") / 2.0))
+    for method in (Policy.fastest_within, Policy.most_accurate_within, Policy.decide):
+        assert "nothing fits" in " ".join(method.__doc__.split()), method
+
+
 def test_accuracy_overrides_gmacs(pdir):
     write(pdir, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}))
     # make deep early stages worthless and the last stage precious, against GMACs order
