@@ -198,13 +198,19 @@ def _mismatch_report(model: torch.nn.Module, sd: dict[str, torch.Tensor], limit:
 
 
 def guess_arch(sd: dict[str, torch.Tensor]) -> str | None:
-    """The registered architecture whose key set equals the checkpoint's, if exactly one."""
+    """The registered architecture whose tensors (names *and* shapes) equal the
+    checkpoint's, if exactly one. Names alone do not tell ResNet-50 from a narrower
+    ResNet of the same depth; the shapes do. The head is built with the checkpoint's
+    class count (its classifier's rows)."""
     keys = set(sd)
+    head = next((sd[k] for k in HEAD_KEYS if k in sd and getattr(sd[k], "ndim", 0) == 2), None)
+    classes = int(head.shape[0]) if head is not None else 2
     hits = []
     for arch in list_models():
         with torch.device("meta"):
-            m = create_model(arch, num_classes=2)
-        if set(m.state_dict()) == keys:
+            m = create_model(arch, num_classes=classes)
+        own = m.state_dict()
+        if set(own) == keys and all(tuple(own[k].shape) == tuple(getattr(sd[k], "shape", ())) for k in keys):
             hits.append(arch)
     return hits[0] if len(hits) == 1 else None
 

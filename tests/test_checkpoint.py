@@ -110,3 +110,18 @@ def test_wrong_arch_names_first_mismatching_keys(sd, tmp_path) -> None:
     msg = err.value.paragraph()
     assert "resnet_small" in msg and ("missing keys" in msg or "shape mismatches" in msg)
     assert "--arch resnet_tiny" in msg
+
+
+def test_guess_arch_tells_every_registered_arch_apart_by_names_and_shapes():
+    """resnet50 and resnet_small share every tensor name: only the shapes tell them apart."""
+    from adn_edge.checkpoint import guess_arch
+    from adn_edge.models import create_model, list_models
+
+    for arch in list_models():
+        with torch.device("meta"):
+            sd = create_model(arch, num_classes=7).state_dict()
+        assert guess_arch(sd) == arch, arch
+    with torch.device("meta"):
+        sd = create_model("resnet50", num_classes=7).state_dict()
+    sd["layer1.0.conv1.weight"] = torch.empty(1, 1, 1, 1, device="meta")
+    assert guess_arch(sd) is None
