@@ -89,6 +89,9 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
     pass
 
 
+_WORKSTATION_ONLY = ("torch", "torchvision", "safetensors")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point with the exit-code policy (under ``--json``, failures
     also print one ``{"error": ...}`` object on stdout)."""
@@ -98,6 +101,16 @@ def main(argv: list[str] | None = None) -> None:
         rc = app(args=argv, standalone_mode=False)
     except AdnProblem as exc:
         fail(exc, as_json)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _WORKSTATION_ONLY:
+            raise
+        # A runtime-only install (a robot) asked for a workstation command.
+        from adn_edge.errors import AdnError
+
+        fail(AdnError(f"This command needs {exc.name.split('.')[0]}, which is not installed here (a runtime-only "
+                      "install: `adn-edge info`, `bench`, `build` and `doctor` work without it).",
+                      "Install PyTorch (`pip install torch==2.13.0` on a CPU workstation) or run this command on "
+                      "the workstation."), as_json)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

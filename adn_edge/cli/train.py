@@ -39,6 +39,11 @@ def register(app: typer.Typer) -> None:
         topk: int = typer.Option(500, "--topk", help="Classes distilled: the super-net's top-k logits."),
         feature_kd: bool = typer.Option(False, "--feature-kd", help="Also distil pooled stage outputs 2..S "
                                         "(official --fpn; ResNet family)."),
+        sandwich: int = typer.Option(0, "--sandwich", help="Beyond the paper: also train K randomly drawn mixed "
+                                     "sub-networks per step (e.g. 1011), each distilled from the super-net like "
+                                     "the base-net, skipped stages on their skip-aware norms; costs one more "
+                                     "forward/backward per K. 0 = the paper's recipe. See README, 'Results: "
+                                     "training'."),
         plain: bool = typer.Option(False, "--plain", help="Ordinary training of the super-net only (a baseline: "
                                    "no self-distillation; twins are copies of the main norms)."),
         amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA only)."),
@@ -99,7 +104,7 @@ def register(app: typer.Typer) -> None:
             arch=arch, data=data, out_dir=str(out), epochs=epochs, batch_size=batch_size, optimizer=optimizer,
             lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule, milestones=marks, gamma=gamma,
             warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, alpha=alpha, temperature=temperature,
-            topk=topk, feature_kd=feature_kd, mode="plain" if plain else "adn", amp=amp, ema=ema,
+            topk=topk, feature_kd=feature_kd, sandwich=sandwich, mode="plain" if plain else "adn", amp=amp, ema=ema,
             ema_decay=ema_decay, ema_steps=ema_steps, clip_grad=clip_grad, seed=seed,
             train_fraction=train_fraction, augment_shift=augment_shift, hflip=hflip, num_workers=workers,
             device=device, input_size=input_size, log_every=log_every, final_eval=final_eval,

@@ -211,3 +211,17 @@ def test_build_calib_builtin_says_how_to_calibrate_on_it(tiny_dir, capsys) -> No
     assert "built-in digits" in text and f"adn-edge quantize {tiny_dir} --calib builtin" in text
     code, _, err = run_cli(["build", tiny_dir, "--precision", "int8", "--calib", "builtin:nope"], capsys)
     assert code == 2 and "Unknown built-in dataset" in err
+
+
+def test_workstation_command_without_torch_is_explained_not_a_bug():
+    """A runtime-only install (no torch) asking for `subnets` gets exit 2 and what to do."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from adn_edge.cli.app import main\n"
+            "main(['subnets', '--arch', 'resnet50'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "needs torch" in proc.stderr and "unexpected error" not in proc.stderr
+    assert "Traceback" not in proc.stderr

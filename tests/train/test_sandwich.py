@@ -135,3 +135,21 @@ def test_sandwich_training_resumes_exactly(tmp_path):
     a, b = resumed.model.state_dict(), ref.model.state_dict()
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+
+
+def test_train_help_documents_sandwich_and_the_cli_passes_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from adn_edge.cli.app import app
+
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "--sandwich" in help_text and "mixed" in help_text
+    res = runner.invoke(app, ["train", "--arch", "resnet_tiny", "--data", "builtin", "--input-size", "16",
+                              "--train-fraction", "0.05", "--epochs", "1", "--sandwich", "2", "--no-final-eval",
+                              "--threads", "1", "--log-every", "1", "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    ck = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    assert ck["args"]["sandwich"] == 2
+    steps = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert any("mixed_kd" in r for r in steps if r.get("event") == "step")
