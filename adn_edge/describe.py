@@ -42,7 +42,8 @@ def _directory(p: Path) -> dict[str, Any]:
     segments = []
     for part in (data.get("segments") or {}).get("parts") or []:
         for kind in manifest.SEGMENT_KINDS.values():
-            files = ["onnx"] + (["onnx_fp16"] if kind in (part.get("files_fp16") or {}) else [])
+            files = ["onnx"] + [f"onnx_{prec}" for prec, group in manifest.SEGMENT_FILE_KEYS.items()
+                                if prec != "fp32" and kind in (part.get(group) or {})]
             segments.append({"segment": part.get("index"), "kind": kind, "input_shape": part.get("input_shape"),
                              "output_shape": part.get("output_shape"), "files": files,
                              "engines": sorted(((part.get("engines") or {}).get(kind) or {}))})

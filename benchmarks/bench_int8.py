@@ -20,9 +20,21 @@
    512 built-in training images. Floor: INT8 <= 1 point below FP32. The default method
    (percentile) is the floor's subject; min/max and entropy are listed beside it.
 
-    python benchmarks/bench_int8.py [--threads 1] [--rounds 4] [--iters 6] [--workdir DIR]
+3. Segments (``--segments``, ``adn-edge quantize --segments``): the embedded model exported
+   with ``--segments`` (no BatchNorm recalibration: segments cannot have it), its 8 segment
+   graphs quantised with the default method on 512 built-in training images, each part
+   calibrated on the activations of all 2^k prefixes; top-1 of all 16 sub-networks chained
+   from the INT8 segments vs the float32 segments on the built-in test split, beside the
+   monolithic INT8 graphs of the same (un-recalibrated) export. Floor: INT8 segments <= 1
+   point below FP32 for every sub-network. With latency on: ResNet50-ADN's segments
+   (random weights, min/max on 64 images) through ``EngineSwitcher(segmented=True)``,
+   FP32 vs INT8, batch 1.
 
-Prints the tables and writes benchmarks/results/int8.json.
+    python benchmarks/bench_int8.py [--threads 1] [--rounds 4] [--iters 6] [--workdir DIR] [--segments]
+    python benchmarks/bench_int8.py --segments --skip-latency --skip-monolithic   # segments accuracy only
+
+Prints the tables and writes benchmarks/results/int8.json (int8_partial.json when a part
+was skipped).
 """
 
 from __future__ import annotations
@@ -199,6 +211,117 @@ def measure_accuracy(workdir: Path, methods: list[str]) -> dict[str, Any]:
     return out
 
 
+def measure_segments_accuracy(workdir: Path, compare_monolithic: bool = True) -> dict[str, Any]:
+    """INT8 segments vs FP32 segments on the embedded model, every sub-network (and the
+    monolithic INT8 graphs of the same export beside them)."""
+    import torch
+
+    from adn_edge.data import load_embedded
+    from adn_edge.export import Exporter, ExportOptions
+    from adn_edge.export.segments import SegmentExporter
+    from adn_edge.quantize import DEFAULT_METHOD, QuantizeOptions, quantize_directory, quantize_segments
+
+    torch.set_num_threads(1)
+    directory = workdir / "resnet_tiny_segments"
+    try:
+        m = manifest.load(directory)
+        complete = "segments" in m and (not compare_monolithic or len(m["subnets"]) == 16)
+    except Exception:  # noqa: BLE001 - anything wrong: export again
+        complete = False
+    if not complete:
+        model, ckpt = load_embedded()
+        exporter = Exporter(model, directory, ckpt.source_record(), ExportOptions())
+        if compare_monolithic:
+            exporter.export("all")
+        SegmentExporter(exporter).export()
+    t0 = time.perf_counter()
+    report = quantize_segments(directory, "builtin", QuantizeOptions(samples=512, eval_data="builtin"),
+                               log=lambda msg: print("  " + msg[:160], flush=True))
+    seconds = round(time.perf_counter() - t0, 1)
+    rows = {s.code: {**s.accuracy.record(), "logit_rel_err": round(s.rel_err, 6)}
+            for s in report.subnets if s.accuracy is not None}
+    drops = [r["drop"] for r in rows.values()]
+    out: dict[str, Any] = {
+        "model": "embedded resnet_tiny (digits), exported with --segments, no BatchNorm recalibration",
+        "calibration": "builtin:digits train split, 512 images, every part over all 2^k prefixes",
+        "method": DEFAULT_METHOD, "seconds": seconds, "per_subnet": rows, "max_drop": max(drops),
+        "mean_drop": round(float(np.mean(drops)), 4), "min_agreement": min(r["agreement"] for r in rows.values()),
+        "max_logit_rel_err": max(r["logit_rel_err"] for r in rows.values()),
+        "parts": [f.record() for f in report.forms],
+        "command": "adn-edge export adn_edge/data/resnet_tiny_digits.safetensors --segments --out DIR && "
+                   "adn-edge quantize DIR --segments --calib builtin"}
+    print(f"  INT8 segments: max drop {max(drops):+.2f} points, min agreement {out['min_agreement']:.2f} % "
+          f"({seconds:.0f} s)", flush=True)
+    if compare_monolithic:
+        mono = quantize_directory(directory, "builtin", "all", QuantizeOptions(samples=512, eval_data="builtin"))
+        out["monolithic_same_export"] = {s.code: s.accuracy.record() for s in mono.subnets if s.accuracy is not None}
+    return out
+
+
+def _segments_dir(directory: Path) -> Path:
+    """ResNet50-ADN's 8 segment graphs only (random weights: latency does not depend on them)."""
+    from _common import SOURCE
+
+    try:
+        m = manifest.load(directory)
+        complete = m["source"].get("sha256") == SOURCE["sha256"] and "segments" in m
+    except Exception:  # noqa: BLE001 - anything wrong: export again
+        complete = False
+    if complete:
+        return directory
+    import torch
+
+    from adn_edge.export.segments import export_segments
+    from adn_edge.models import create_model, get_spec
+    from adn_edge.models.random_weights import randomize
+
+    torch.set_num_threads(1)
+    model = randomize(create_model("resnet50"), seed=0, input_size=get_spec("resnet50").input_size)
+    t0 = time.perf_counter()
+    export_segments(model, directory, source=SOURCE)
+    print(f"exported ResNet50-ADN segments in {time.perf_counter() - t0:.0f} s", flush=True)
+    return directory
+
+
+def measure_segments_latency(workdir: Path, threads: int, rounds: int, iters: int) -> dict[str, Any]:
+    """FP32 vs INT8 segments of ResNet50-ADN through EngineSwitcher(segmented=True), batch 1."""
+    from adn_edge.quantize import QuantizeOptions, quantize_segments
+    from adn_edge.runtime import EngineSwitcher
+
+    directory = _segments_dir(workdir / "resnet50_segments")
+    t0 = time.perf_counter()
+    quantize_segments(directory, "builtin", QuantizeOptions(method="minmax", samples=64, eval_data=None),
+                      log=lambda msg: print("  " + msg[:160], flush=True))
+    quantize_s = round(time.perf_counter() - t0, 1)
+    codes = ["1111", "1010", "0000"]
+    configs = {"fp32": {}, "int8": {"precision": "int8"}}
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    switchers = {k: EngineSwitcher.open(directory, backend="onnxruntime", segmented=True, subnets=codes,
+                                        threads=threads, **o) for k, o in configs.items()}
+    try:
+        times: dict[tuple[str, str], list[float]] = {(k, c): [] for k in switchers for c in codes}
+        for sw in switchers.values():
+            for c in codes:
+                sw.infer(x, c)
+        for _ in range(rounds):
+            for k, sw in switchers.items():
+                for c in codes:
+                    for _ in range(iters):
+                        t = time.perf_counter()
+                        sw.infer(x, c)
+                        times[(k, c)].append((time.perf_counter() - t) * 1e3)
+    finally:
+        for sw in switchers.values():
+            sw.close()
+    rows = {c: {f"{k}_ms": round(median(times[(k, c)]), 3) for k in configs} for c in codes}
+    for c, r in rows.items():
+        r["speedup"] = round(r["fp32_ms"] / r["int8_ms"], 3)
+        print(f"  segmented {c}: fp32 {r['fp32_ms']:.2f} ms, int8 {r['int8_ms']:.2f} ms, x{r['speedup']:.2f} "
+              f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    return {"threads": threads, "rounds": rounds, "iterations_per_round": iters, "quantize_seconds": quantize_s,
+            "per_subnet": rows, "note": "p50 of interleaved runs; segmented backend defaults (int8: prepack on)"}
+
+
 def print_tables(result: dict[str, Any]) -> None:
     lat = result.get("latency")
     if lat:
@@ -224,6 +347,23 @@ def print_tables(result: dict[str, Any]) -> None:
                   + extra)
         d = acc["methods"][acc["default_method"]]
         print(f"max drop {d['max_drop']:.2f} points (floor {DROP_FLOOR})")
+    seg = (result.get("segments") or {}).get("accuracy")
+    if seg:
+        mono = seg.get("monolithic_same_export") or {}
+        print(f"\nEmbedded resnet_tiny through its segments (no recalibration), built-in digits test split, "
+              f"top-1 %; INT8 = {seg['method']}, every part calibrated over all prefixes")
+        print(f"{'code':6s} {'FP32':>6s} {'INT8seg':>7s} {'drop':>6s} {'agree':>6s} {'logit err':>9s}"
+              + (f" {'INT8mono drop':>13s}" if mono else ""))
+        for code, r in seg["per_subnet"].items():
+            extra = f" {mono[code]['drop']:13.2f}" if code in mono else ""
+            print(f"{code:6s} {r['top1_fp32']:6.2f} {r['top1_int8']:7.2f} {r['drop']:6.2f} {r['agreement']:6.1f} "
+                  f"{r['logit_rel_err']:9.4f}" + extra)
+        print(f"max drop {seg['max_drop']:.2f} points (floor {DROP_FLOOR})")
+    seglat = (result.get("segments") or {}).get("latency")
+    if seglat:
+        print(f"\nResNet50-ADN segments, EngineSwitcher(segmented=True), batch 1, {seglat['threads']} thread(s)")
+        for code, r in seglat["per_subnet"].items():
+            print(f"{code:6s} fp32 {r['fp32_ms']:8.2f} ms  int8 {r['int8_ms']:8.2f} ms  x{r['speedup']:.2f}")
 
 
 def main() -> None:
@@ -235,6 +375,8 @@ def main() -> None:
     ap.add_argument("--methods", default="minmax,entropy,percentile", help="accuracy: methods to compare")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--segments", action="store_true", help="also INT8 segments (quantize --segments)")
+    ap.add_argument("--skip-monolithic", action="store_true", help="with --segments: only the segment sections")
     args = ap.parse_args()
 
     workdir = args.workdir or default_workdir("int8")
@@ -243,7 +385,7 @@ def main() -> None:
     t_start = time.perf_counter()
     result: dict[str, Any] = {"benchmark": "int8", "backend": "onnxruntime", "device": "cpu", "batch": 1,
                               "env": env}
-    if not args.skip_latency:
+    if not args.skip_latency and not args.skip_monolithic:
         directory = ensure_model_dir("resnet50", workdir / "resnet50", segments=False, threads=args.threads)
         print("quantising ResNet50-ADN (min/max, 64 images) ...", flush=True)
         result["resnet50_quantize"] = quantize_resnet(directory)
@@ -251,9 +393,17 @@ def main() -> None:
         result["latency"] = measure_latency(directory, args.threads, args.rounds, args.iters)
         print("latency through EngineSwitcher ...", flush=True)
         result["switcher"] = measure_switcher(directory, args.threads, args.rounds, args.iters)
-    if not args.skip_accuracy:
+    if not args.skip_accuracy and not args.skip_monolithic:
         print("accuracy, embedded model ...", flush=True)
         result["accuracy"] = measure_accuracy(workdir, [m for m in args.methods.split(",") if m])
+    if args.segments:
+        result["segments"] = {}
+        if not args.skip_accuracy:
+            print("INT8 segments, accuracy, embedded model ...", flush=True)
+            result["segments"]["accuracy"] = measure_segments_accuracy(workdir)
+        if not args.skip_latency:
+            print("INT8 segments, latency, ResNet50-ADN ...", flush=True)
+            result["segments"]["latency"] = measure_segments_latency(workdir, args.threads, args.rounds, args.iters)
     floors: dict[str, Any] = {}
     if "latency" in result:
         floors["int8_speedup_min"] = {"value": result["latency"]["speedup_min"], "floor": SPEEDUP_FLOOR,
@@ -261,14 +411,18 @@ def main() -> None:
     if "accuracy" in result:
         d = result["accuracy"]["methods"][result["accuracy"]["default_method"]]
         floors["int8_top1_drop_max"] = {"value": d["max_drop"], "floor": DROP_FLOOR, "ok": d["max_drop"] <= DROP_FLOOR}
+    seg_acc = (result.get("segments") or {}).get("accuracy")
+    if seg_acc:
+        floors["int8_segments_top1_drop_max"] = {"value": seg_acc["max_drop"], "floor": DROP_FLOOR,
+                                                 "ok": seg_acc["max_drop"] <= DROP_FLOOR}
     result["floors"] = floors
     result["env"]["loadavg_end"] = list(os.getloadavg())
     result["wall_s"] = round(time.perf_counter() - t_start, 1)
     result["command"] = ("python benchmarks/bench_int8.py " + " ".join(sys.argv[1:])).strip()
     print_tables(result)
     path = RESULTS / "int8.json"
-    if args.skip_latency or args.skip_accuracy:
-        path = RESULTS / "int8_partial.json"
+    if args.skip_latency or args.skip_accuracy or args.skip_monolithic:
+        path = RESULTS / ("int8_segments.json" if args.skip_monolithic and args.segments else "int8_partial.json")
     write_json(path, result)
     print(f"\nfloors: {floors}\nwrote {path}")
 

@@ -308,7 +308,7 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
     parts = []
     for part in record["parts"]:
         entry = {k: part[k] for k in ("index", "input", "output")}
-        for key in ("files", "files_fp16"):
+        for key in manifest.SEGMENT_FILE_KEYS.values():
             if key in part:
                 entry[key] = {kind: rec["path"] for kind, rec in part[key].items()}
         parts.append(entry)

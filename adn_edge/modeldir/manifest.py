@@ -35,6 +35,8 @@ Layout (schema 1)::
 
 File keys under ``files``: ``onnx`` (float32 graph), ``onnx_fp16`` (float16 weights,
 float32 I/O), ``onnx_int8`` (Q/DQ graph). Engines are keyed by precision.
+Segment parts list their graphs under ``files``, ``files_fp16`` and ``files_int8``
+(:data:`SEGMENT_FILE_KEYS`), each a ``{"full", "skip"}`` pair of file records.
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ def _read_paths(data: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         for key, rec in (entry.get("engines") or {}).items():
             yield f"subnets.{code}.engines.{key}.path", rec["path"]
     for k, part in enumerate((data.get("segments") or {}).get("parts") or []):
-        for group in ("files", "files_fp16"):
+        for group in SEGMENT_FILE_KEYS.values():
             for kind, rec in (part.get(group) or {}).items():
                 yield f"segments.parts[{k}].{group}.{kind}.path", rec["path"]
         for kind, by_precision in (part.get("engines") or {}).items():
@@ -240,6 +242,30 @@ def resolve_codes(data: dict[str, Any], subnets: str | Iterable[str] | None,
 SEGMENT_KINDS = {"1": "full", "0": "skip"}
 """A segment's two forms, by the code flag each stands for: part k of code ``c`` is
 ``segments.parts[k].files[SEGMENT_KINDS[c[k]]]``."""
+
+SEGMENT_FILE_KEYS = {"fp32": "files", "fp16": "files_fp16", "int8": "files_int8"}
+"""A segment part's graphs by precision: float32 (``export --segments``), their float16
+twins (``--fp16``) and the Q/DQ INT8 graphs of ``adn-edge quantize --segments``, each
+key holding ``{"full": file record, "skip": file record}``."""
+
+
+def stale_int8_segments(seg: dict[str, Any]) -> list[str]:
+    """The segment forms whose INT8 graph was not quantised from the float32 graph the
+    manifest lists now (``segments.parts[k].quantization[kind].settings.source_sha256``
+    against ``files[kind].sha256``): a re-export keeps an earlier ``files_int8`` record,
+    and an INT8 graph of other float32 weights must not run under these. Named as
+    ``seg<k>_<kind>``; empty when every part has ``files_int8`` from its own graph."""
+    stale = []
+    for part in seg.get("parts") or []:
+        quant = part.get("quantization") if isinstance(part.get("quantization"), dict) else {}
+        for kind in SEGMENT_KINDS.values():
+            if kind not in (part.get("files_int8") or {}):
+                continue
+            settings = (quant.get(kind) or {}).get("settings") if isinstance(quant.get(kind), dict) else None
+            source = settings.get("source_sha256") if isinstance(settings, dict) else None
+            if source != ((part.get("files") or {}).get(kind) or {}).get("sha256"):
+                stale.append(f"seg{part.get('index')}_{kind}")
+    return stale
 
 
 def segments_record(data: dict[str, Any], purpose: str, otherwise: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from adn_edge.errors import AdnError
-from adn_edge.modeldir.manifest import resolve_in
+from adn_edge.modeldir.manifest import SEGMENT_FILE_KEYS, resolve_in
 from adn_edge.modeldir.names import BENCH_GLOB, EVAL_GLOB, RANGES_SUFFIX, RETIRED
 
 
@@ -37,7 +37,7 @@ def _records(m: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     for part in (segments.get("parts") or []) if isinstance(segments, Mapping) else []:
         if not isinstance(part, Mapping):
             continue
-        for group in ("files", "files_fp16"):
+        for group in SEGMENT_FILE_KEYS.values():
             yield from (r for r in (part.get(group) or {}).values() if isinstance(r, Mapping))
         for by_precision in (part.get("engines") or {}).values():
             if isinstance(by_precision, Mapping):

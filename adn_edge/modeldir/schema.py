@@ -22,7 +22,7 @@ How strict, and where additive:
   reading a newer writer's manifest. Unknown fields are never interpreted. Keys that
   readers use as values are constrained (``propertyNames``): sub-network codes,
   file and engine keys, segment forms.
-* Paths of files the runtime reads (``files``, ``files_fp16``, ``engines`` records)
+* Paths of files the runtime reads (``files``, ``files_fp16``, ``files_int8``, ``engines`` records)
   are non-empty strings here. That they are relative, normalised and inside the
   directory is the one path rule of :mod:`adn_edge.modeldir.manifest`:
   ``relpath_problem`` on validation, ``resolve_in`` (where the path leads, symlinks
@@ -218,6 +218,12 @@ SCHEMA: dict[str, Any] = {
                 "input_shape": _SHAPE, "output_shape": _SHAPE,
                 "files": {"$ref": "#/$defs/pair"},
                 "files_fp16": {"$ref": "#/$defs/pair"},
+                "files_int8": {"$ref": "#/$defs/pair"},
+                "quantization": {
+                    "description": "adn-edge quantize --segments (quantize/segments.py): per form",
+                    "type": "object", "propertyNames": {"enum": ["full", "skip"]},
+                    "additionalProperties": {"$ref": "#/$defs/quantization"},
+                },
                 "engines": {
                     "type": "object", "propertyNames": {"enum": ["full", "skip"]},
                     "additionalProperties": {"$ref": "#/$defs/engines"},
@@ -227,7 +233,7 @@ SCHEMA: dict[str, Any] = {
         "segment_parity": {
             "type": "object",
             "properties": {"rel_err_max": _NON_NEGATIVE, "tolerance": _NON_NEGATIVE, "samples": _COUNT,
-                           "runtime": _TEXT},
+                           "runtime": _TEXT, "reference": _TEXT, "data": _TEXT},
         },
         "segments": {
             "description": "export --segments (export/segments.py): part k of every code, full and skipped",
@@ -239,12 +245,14 @@ SCHEMA: dict[str, Any] = {
                 "parts": {"type": "array", "minItems": 1, "maxItems": MAX_STAGES, "items": {"$ref": "#/$defs/part"}},
                 "parity": {"$ref": "#/$defs/segment_parity"},
                 "parity_fp16": {"$ref": "#/$defs/segment_parity"},
+                "parity_int8": {"$ref": "#/$defs/segment_parity"},
+                "quantization": {"$ref": "#/$defs/quantization"},
                 "subnets": {
                     "type": "object", "propertyNames": _CODE_KEYS,
                     "additionalProperties": {
                         "type": "object",
                         "properties": {"gmacs": _NON_NEGATIVE, "params": _COUNT, "rel_err": _NON_NEGATIVE,
-                                       "rel_err_fp16": _NON_NEGATIVE},
+                                       "rel_err_fp16": _NON_NEGATIVE, "rel_err_int8": _NON_NEGATIVE},
                     },
                 },
                 "weights": {"type": "object", "properties": {"bytes_unique": _COUNT, "bytes_total": _COUNT}},

@@ -2,11 +2,14 @@
 
 ::
 
-    from adn_edge.quantize import quantize_directory, QuantizeOptions
+    from adn_edge.quantize import quantize_directory, quantize_segments, QuantizeOptions
 
     report = quantize_directory("engines/resnet50", calib="calib_images/",
                                 options=QuantizeOptions(method="entropy", samples=512, eval_data="val/"))
     # engines/resnet50/resnet50_<code>.int8.onnx, listed in manifest.json as files.onnx_int8
+
+    report = quantize_segments("engines/resnet50", calib="calib_images/")
+    # engines/resnet50/resnet50_seg<k>_<full|skip>.int8.onnx, as segments.parts[k].files_int8
 
 One explicitly quantised graph (QuantizeLinear/DequantizeLinear pairs, INT8 per-channel
 weights, symmetric INT8 activations) serves every target: TensorRT 11 builds INT8 only
@@ -40,7 +43,9 @@ not NVIDIA ModelOpt's ONNX PTQ, which also writes Q/DQ graphs:
 Modules: :mod:`~adn_edge.quantize.calibration` (images and their fingerprint),
 :mod:`~adn_edge.quantize.qdq` (ONNX Runtime calibration + quantisation, cache, checks),
 :mod:`~adn_edge.quantize.accuracy` (INT8 vs FP32, ``eval-int8.json``),
-:mod:`~adn_edge.quantize.runner` (:func:`quantize_directory`).
+:mod:`~adn_edge.quantize.runner` (:func:`quantize_directory`),
+:mod:`~adn_edge.quantize.segments` (:func:`quantize_segments`: the segment graphs of the
+segmented mode, each calibrated on the activations of every prefix of forms before it).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ _EXPORTS = {
     "Method": "qdq", "check_qdq": "qdq", "is_quantized": "qdq",
     "FILE_KEY": "runner", "QuantizeOptions": "runner", "QuantizeReport": "runner", "SubnetQuantization": "runner",
     "int8_name": "runner", "quantize_directory": "runner",
+    "SegmentsQuantizeReport": "segments", "quantize_segments": "segments",
 }
 __all__ = [
     "DEFAULT_METHOD",
@@ -75,11 +81,13 @@ __all__ = [
     "Method",
     "QuantizeOptions",
     "QuantizeReport",
+    "SegmentsQuantizeReport",
     "SubnetQuantization",
     "check_qdq",
     "int8_name",
     "is_quantized",
     "quantize_directory",
+    "quantize_segments",
 ]
 
 

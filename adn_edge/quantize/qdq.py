@@ -270,33 +270,77 @@ def _chunks(batches: list[np.ndarray], chunk: int) -> Iterator[list[np.ndarray]]
         yield run
 
 
+class RangeCalibrator:
+    """ONNX Runtime's calibrator for ``method`` over one graph, fed in as many calls as
+    the caller likes (:meth:`feed`), its ranges written once at the end (:meth:`write`).
+
+    The monolithic quantiser feeds one sub-network's images (:func:`calibrate`); the
+    segment quantiser (:mod:`adn_edge.quantize.segments`) keeps one per segment form
+    open and feeds each the features of every prefix as they are computed, so no
+    prefix's activations have to be held for the whole calibration set. The
+    calibrators accumulate across calls: min/max keeps the running extremes, the
+    histogram methods merge their histograms.
+    """
+
+    def __init__(self, graph_path: Path, method: Method) -> None:
+        from onnxruntime.quantization.calibrate import create_calibrator
+
+        self.graph_path = Path(graph_path)
+        self._tmp = tempfile.TemporaryDirectory(prefix="adn-calib-")
+        try:
+            with _quiet():
+                self._calibrator = create_calibrator(
+                    Path(graph_path), _registry_ops(), augmented_model_path=str(Path(self._tmp.name) / "augmented.onnx"),
+                    calibrate_method=method.ort(), extra_options=method.calibrator_options())
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+        self.inputs = 0
+        """Samples fed so far (images, or feature maps of one image)."""
+
+    def feed(self, input_name: str, batches: list[np.ndarray], chunk: int = 8) -> None:
+        """Run the calibrator over ``batches``, ``chunk`` at a time: the histogram
+        calibrators keep every intermediate tensor of everything fed in one call
+        (hundreds of MB per ResNet-50 batch), and stack one call's outputs into a
+        single array (so one call holds batches of one shape)."""
+        from adn_edge.quantize.calibration import ArrayReader
+
+        with _quiet():
+            for group in _chunks(batches, chunk):
+                self._calibrator.collect_data(ArrayReader(input_name, group))
+        self.inputs += sum(int(b.shape[0]) for b in batches)
+
+    def write(self, cache_path: Path, key_record: Mapping[str, Any]) -> None:
+        """The ranges (ONNX Runtime's cache format, plus our key), atomically to ``cache_path``."""
+        from onnxruntime.quantization.calibrate import CalibrationCacheEncoder
+
+        with _quiet():
+            ranges = self._calibrator.compute_data()
+        payload = ranges.to_dict()
+        payload["smooth_quant"] = False
+        payload["adn_edge"] = dict(key_record)
+        write_text(cache_path, json.dumps(payload, cls=CalibrationCacheEncoder))
+
+    def close(self) -> None:
+        """Release the session (and its arena) and the augmented graph now."""
+        self._calibrator.infer_session = None
+        self._tmp.cleanup()
+
+    def __enter__(self) -> RangeCalibrator:  # noqa: PYI034 - typing.Self needs Python 3.11
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 def calibrate(graph_path: Path, batches: list[np.ndarray], method: Method, input_name: str, cache_path: Path,
               key_record: Mapping[str, Any], chunk: int = 8) -> None:
     """Run ONNX Runtime's calibrator for ``method`` over ``batches``; write the ranges
-    (ONNX Runtime's cache format, plus our key) atomically to ``cache_path``.
-
-    Batches go in ``chunk`` at a time: the histogram calibrators keep every
-    intermediate tensor of everything fed in one call (hundreds of MB per ResNet-50
-    batch), and accumulate their histograms across calls.
-    """
-    from onnxruntime.quantization.calibrate import CalibrationCacheEncoder, create_calibrator
-
-    from adn_edge.quantize.calibration import ArrayReader
-
-    with tempfile.TemporaryDirectory(prefix="adn-calib-") as tmp, _quiet():
-        calibrator = create_calibrator(Path(graph_path), _registry_ops(),
-                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=method.ort(), extra_options=method.calibrator_options())
-        try:
-            for group in _chunks(batches, chunk):
-                calibrator.collect_data(ArrayReader(input_name, group))
-            ranges = calibrator.compute_data()
-        finally:
-            calibrator.infer_session = None  # release the session (and its arena) now
-    payload = ranges.to_dict()
-    payload["smooth_quant"] = False
-    payload["adn_edge"] = dict(key_record)
-    write_text(cache_path, json.dumps(payload, cls=CalibrationCacheEncoder))
+    (ONNX Runtime's cache format, plus our key) atomically to ``cache_path``
+    (:class:`RangeCalibrator`, fed once)."""
+    with RangeCalibrator(graph_path, method) as calibrator:
+        calibrator.feed(input_name, batches, chunk)
+        calibrator.write(cache_path, key_record)
 
 
 # --------------------------------------------------------------------------- quantisation
@@ -393,6 +437,51 @@ def finalize(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, meta: Mapping[str
         entry.key, entry.value = k, str(v)
     qmodel.producer_name = "adn-edge"
     return qmodel
+
+
+def float_outputs(model: onnx.ModelProto) -> list[str]:
+    """Drop the QuantizeLinear -> DequantizeLinear pair in front of each graph output, in
+    place: the layer before it (a classifier's Gemm) then writes the float output itself,
+    as a float-output integer kernel (ONNX Runtime's QGemm, TensorRT's INT8 GEMM with a
+    float epilogue). Returns the outputs changed.
+
+    Why: an 8-bit grid on the logits (10 classes, one scale) makes exact ties between the
+    top classes common (up to 4 % of the images of the embedded model's sub-networks), and
+    top-1 then depends on how the reader breaks ties (numpy's argmax, argpartition and
+    torch's topk each differ); a float output has none. Used for the segments' chain
+    output (:mod:`adn_edge.quantize.segments`)."""
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    changed: list[str] = []
+    for out in graph.output:
+        dq = producers.get(out.name)
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or readers.get(out.name) \
+                or readers.get(q.output[0]) != [dq]:
+            continue
+        source = q.input[0]
+        if source in outputs or source not in producers:
+            continue
+        for node in graph.node:  # the float tensor takes the output's name
+            for i, name in enumerate(node.output):
+                if name == source:
+                    node.output[i] = out.name
+            for i, name in enumerate(node.input):
+                if name == source and node is not q:
+                    node.input[i] = out.name
+        graph.node.remove(dq)
+        graph.node.remove(q)
+        changed.append(out.name)
+    if changed:
+        used = {name for node in graph.node for name in node.input}
+        for init in [i for i in graph.initializer if i.name not in used]:
+            graph.initializer.remove(init)
+    return changed
 
 
 def library_record() -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.quantize._helpers import CODES, QUANTIZED, SAMPLES
+from tests.quantize._helpers import CODES, QUANTIZED, SAMPLES, SEG_SAMPLES
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +53,39 @@ def workdir(tmp_path: Path, quantized) -> Path:
 def fp32dir(tmp_path: Path, exported: Path) -> Path:
     d = tmp_path / "fp32"
     shutil.copytree(exported, d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def segmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded model's 8 float32 segment graphs only, as `adn-edge export CHECKPOINT
+    --segments` writes them (no recalibration: segments cannot have it); never modified."""
+    from adn_edge.data import load_embedded
+    from adn_edge.export.segments import export_segments
+
+    torch.set_num_threads(1)
+    model, ckpt = load_embedded()
+    d = tmp_path_factory.mktemp("segfp32") / "resnet_tiny"
+    export_segments(model, d, ckpt.source_record())
+    return d
+
+
+@pytest.fixture(scope="session")
+def seg_quantized(tmp_path_factory: pytest.TempPathFactory, segmented: Path):
+    """(directory, report) after `quantize --segments` on the built-in data (read-only for tests)."""
+    from adn_edge.quantize import QuantizeOptions, quantize_segments
+
+    d = tmp_path_factory.mktemp("segint8") / "resnet_tiny"
+    shutil.copytree(segmented, d)
+    report = quantize_segments(d, "builtin", QuantizeOptions(samples=SEG_SAMPLES))
+    return d, report
+
+
+@pytest.fixture()
+def seg_workdir(tmp_path: Path, seg_quantized) -> Path:
+    """A private copy of the INT8-segmented directory, for tests that change it."""
+    d = tmp_path / "resnet_tiny"
+    shutil.copytree(seg_quantized[0], d)
     return d
 
 

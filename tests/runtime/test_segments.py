@@ -72,9 +72,10 @@ def test_segmented_chain_equals_monolithic(model_dir, inputs):
 
 
 def test_segmented_precisions(model_dir):
-    """fp32, or fp16 where `export --segments --fp16` wrote the twins (tests/export); never int8."""
-    with pytest.raises(AdnError, match="fp32 or fp16 segment graphs; precision='int8'"):
+    """fp32, or fp16 / int8 where `export --segments --fp16` / `quantize --segments` wrote them."""
+    with pytest.raises(AdnError, match="no int8 segment graphs") as e:
         EngineSwitcher.open(model_dir, segmented=True, precision="int8")
+    assert "quantize DIR --segments" in (e.value.hint or "")
     with pytest.raises(AdnError, match="no fp16 segment graphs") as e:
         EngineSwitcher.open(model_dir, segmented=True, precision="fp16")
     assert "--segments --fp16" in (e.value.hint or "")

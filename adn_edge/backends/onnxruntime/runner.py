@@ -255,7 +255,7 @@ class OnnxRuntimeBackend(SharedSessionsBackend):
         shared = self.factory.shared
         if names is None:
             common = [n for n, k in shared.users.items()
-                      if k == len(self._sessions) and shared.arrays[n].dtype.kind == "f"]
+                      if k == len(self._sessions) and shared.arrays[n].dtype.kind == "f" and shared.arrays[n].ndim]
             names = list(dict.fromkeys([common[0], common[-1]])) if common else []
         if batch is None:
             shape = [1 if d is None else int(d) for d in self.manifest["input"]["shape"]]

@@ -44,26 +44,65 @@ from adn_edge.backends.onnxruntime.sessions import SessionFactory, opening, ort_
 from adn_edge.errors import AdnError
 from adn_edge.modeldir.graph_identity import for_segment
 from adn_edge.modeldir import manifest as manifest_mod
-from adn_edge.modeldir.manifest import SEGMENT_KINDS
+from adn_edge.modeldir.manifest import SEGMENT_FILE_KEYS, SEGMENT_KINDS
 from adn_edge.runtime.backend import register_backend
 
-FILE_KEYS = {"fp32": "files", "fp16": "files_fp16"}
+FILE_KEYS = SEGMENT_FILE_KEYS
+"""Precision -> the parts' key of its graphs: ``files`` (float32), ``files_fp16``
+(``export --segments --fp16``), ``files_int8`` (``quantize --segments``)."""
+
+_MAKE = {"fp16": "Export them with `adn-edge export CHECKPOINT --segments --fp16 --out DIR`",
+         "int8": "Make them with `adn-edge quantize DIR --segments --calib IMAGES` (each part calibrated on the "
+                 "activations of every combination of the forms before it)"}
 
 
 def files_key(seg: dict[str, Any], precision: str | None) -> str:
-    """The parts' key holding the graphs of ``precision``: fp32, or the float16 twins of
-    ``export --segments --fp16``. No int8: segment inputs past the first are feature
-    maps that the image-based calibration of ``adn-edge quantize`` does not reach."""
+    """The parts' key holding the graphs of ``precision``: fp32, the float16 twins of
+    ``export --segments --fp16``, or the Q/DQ INT8 graphs of ``quantize --segments``.
+    INT8 graphs quantised from other float32 segment graphs than the listed ones (a
+    re-export kept their record) are refused."""
     p = (precision or "fp32").lower()
     if p not in FILE_KEYS:
-        raise AdnError(f"Segmented mode runs fp32 or fp16 segment graphs; precision={precision!r} is not available.",
-                       "Open with precision='fp32' or 'fp16' (or segmented=False for int8 graphs).")
+        raise AdnError(f"Segmented mode runs fp32, fp16 or int8 segment graphs; precision={precision!r} is not "
+                       "available.", "Open with precision='fp32', 'fp16' or 'int8'.")
     key = FILE_KEYS[p]
     if any(key not in part for part in seg["parts"]):
-        raise AdnError(f"This model directory has no {p} segment graphs.",
-                       "Export them with `adn-edge export CHECKPOINT --segments --fp16 --out DIR`, or open "
-                       "precision='fp32'.")
+        raise AdnError(f"This model directory has no {p} segment graphs.", f"{_MAKE[p]}, or open precision='fp32'.")
+    if p == "int8":
+        stale = manifest_mod.stale_int8_segments(seg)
+        if stale:
+            raise AdnError(f"The INT8 segment graphs {', '.join(stale)} were quantised from other float32 segment "
+                           "graphs than the ones this manifest lists (the segments were re-exported since).",
+                           f"{_MAKE['int8']} again, or open precision='fp32'.")
     return key
+
+
+SEGMENT_DEFAULTS: dict[str, Any] = {"spinning": False}
+"""Factory options of segment sessions unless given (``benchmarks/bench_cpu_modes.py``
+measured them, table in README "Results"). ``spinning=False``: a chain runs S
+sessions one after the other, and with each session's own intra-op pool left
+spinning after its part finished, the idle spinners of the previous parts compete
+with the running part for the cores (ResNet50-ADN at 2 threads on 2 cores: ~4x
+slower than monolithic)."""
+
+SEGMENT_CPU_DEFAULTS: dict[str, Any] = {}
+"""Further defaults on the CPU execution provider (see :data:`SEGMENT_DEFAULTS`)."""
+
+
+def segment_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` completed with the measured defaults of segment sessions (explicit
+    options always win)."""
+    device = str(options.get("device", "auto")).lower()
+    cpu = device == "cpu" or (device == "auto" and not cuda_available())
+    return {**SEGMENT_DEFAULTS, **(SEGMENT_CPU_DEFAULTS if cpu else {}), **options}
+
+
+def cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 @register_backend("onnxruntime-segmented", available=ort_unavailable, priority=19)
@@ -71,8 +110,9 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
     """ONNX Runtime over segment graphs. Options: as the ``onnxruntime`` backend
     (``device``, ``threads``, ``thread_pool``, ``graph_optimization``, ``prepack``,
     ``share_weights``, ``share_arena``, ``check_sharing``, ``max_batch``,
-    ``arena_shrink_above``) and ``precision`` (fp32 or
-    fp16, see :func:`files_key`)."""
+    ``arena_shrink_above``) and ``precision`` (fp32, fp16 or
+    int8, see :func:`files_key`; int8 pre-packs weights unless ``prepack=False``, as
+    the ``onnxruntime`` backend does)."""
 
     segmented = True
 
@@ -89,7 +129,10 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         key = files_key(seg, precision)
         self.precision = (precision or "fp32").lower()
         factory_options = split_options(self._take_batch_options(options), BATCH_OPTIONS, "onnxruntime-segmented")
-        self.factory = SessionFactory(**factory_options)
+        if self.precision == "int8":
+            # As the monolithic backend: integer kernels need their pre-packed weights.
+            factory_options.setdefault("prepack", True)
+        self.factory = SessionFactory(**segment_defaults(factory_options))
         self._chain: list[dict[str, tuple[Any, str, str]]] = []
         self._used: list[dict[str, set[str]]] = []
         self.file_bytes = 0
@@ -146,7 +189,8 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         if names is None:
             arrays = self.factory.shared.arrays
             common = set.intersection(*(self._names_of(u) for u in units))
-            ordered = [n for n in arrays if n in common and arrays[n].dtype.kind == "f"]
+            # ndim > 0: INT8 graphs hold scalar scales (float, 0-d), which the probe cannot bump in place
+            ordered = [n for n in arrays if n in common and arrays[n].dtype.kind == "f" and arrays[n].ndim > 0]
             names = list(dict.fromkeys(ordered[:1] + ordered[-1:]))
         shape = [1 if d is None else int(d) for d in self.manifest["input"]["shape"]]
         batch = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)

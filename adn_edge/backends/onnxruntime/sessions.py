@@ -204,7 +204,7 @@ class SessionFactory:
 
     def __init__(self, *, device: str | int = "auto", threads: int | None = None, thread_pool: str = "session",
                  graph_optimization: str = "extended", prepack: bool = False, share_weights: bool = True,
-                 share_arena: bool = True) -> None:
+                 share_arena: bool = True, spinning: bool = True) -> None:
         ort = self.ort = _import_ort()
         if graph_optimization not in OPT_LEVELS:
             raise AdnError(f"graph_optimization must be one of {', '.join(OPT_LEVELS)}, not {graph_optimization!r}.")
@@ -217,6 +217,7 @@ class SessionFactory:
         self.graph_optimization = graph_optimization
         self.prepack = prepack
         self.share_weights = share_weights
+        self.spinning = bool(spinning)
         self.notes: list[str] = []
         if self.device == "cuda":
             self.providers: list[Any] = [("CUDAExecutionProvider", {"device_id": self.device_id}),
@@ -285,9 +286,13 @@ class SessionFactory:
         }[self.graph_optimization]
         if self._use_global_pool():
             so.use_per_session_threads = False
-        elif self.threads:
-            so.intra_op_num_threads = self.threads
-            so.inter_op_num_threads = 1
+        else:
+            if self.threads:
+                so.intra_op_num_threads = self.threads
+                so.inter_op_num_threads = 1
+            if not self.spinning:
+                # Idle pool threads sleep instead of spinning; see SPINNING in the segmented backend.
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not self.prepack:
             so.add_session_config_entry("session.disable_prepacking", "1")
         if self.env_allocator:
@@ -362,6 +367,7 @@ class SessionFactory:
         return {"device": self.device if self.device == "cpu" else f"cuda:{self.device_id}",
                 "providers": [p if isinstance(p, str) else p[0] for p in self.providers],
                 "onnxruntime": self.ort.__version__, "threads": self.threads, "thread_pool": self.thread_pool,
+                "spinning": self.spinning if self.thread_pool == "session" else None,
                 "graph_optimization": self.graph_optimization, "prepack": self.prepack,
                 "shared_arena": bool(self.env_allocator), "shared_weights": self.share_weights,
                 "arena_shrink": self._shrink_specs[0] if self._shrink_specs else None,
@@ -369,7 +375,7 @@ class SessionFactory:
 
 
 _FACTORY_OPTIONS = ("device", "threads", "thread_pool", "graph_optimization", "prepack", "share_weights",
-                    "share_arena")
+                    "share_arena", "spinning")
 
 
 def split_options(options: dict[str, Any], own: Sequence[str], backend: str) -> dict[str, Any]:
@@ -466,7 +472,7 @@ def perturbation_probe(run: Any, units: Sequence[str], names: Sequence[str], sha
         # Random, not constant: a constant added to a weight shifts every channel of a
         # token alike, which the LayerNorm after it removes (ViT, Swin), hiding the edit.
         noise = np.random.default_rng(0).standard_normal(arr.shape)
-        bumped = (original + noise * max(float(np.std(original)), 1e-2)).astype(arr.dtype)
+        bumped = np.asarray(original + noise * max(float(np.std(original)), 1e-2), dtype=arr.dtype)
         try:
             value.update_inplace(bumped)
             moved = {u: _differs(run(u, batch), base[u]) for u in units}

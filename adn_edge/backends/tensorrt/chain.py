@@ -134,7 +134,8 @@ def segmented_layout(manifest: Mapping[str, Any], codes: Sequence[str], precisio
         prev_out = out_dims
         for kind in SEGMENT_KINDS.values():
             key = segment_key(k, kind)
-            graphs = {"onnx": (part.get("files") or {}).get(kind), "onnx_fp16": (part.get("files_fp16") or {}).get(kind)}
+            graphs = {graph: (part.get(group) or {}).get(kind)
+                      for graph, group in (("onnx", "files"), ("onnx_fp16", "files_fp16"), ("onnx_int8", "files_int8"))}
             check_engine_source(tables[key][p], graphs, segment_what(key))
             links[key] = Link(key, tables[key][p], str(part["input"]), str(part["output"]), in_dims, out_dims,
                               source, target)

@@ -110,16 +110,19 @@ def select_source(files: Mapping[str, Any], precision: str, trt_major: int, cali
     what = unit.what if unit is not None else f"sub-network {code}"
     What = what[:1].upper() + what[1:]  # noqa: N806 - the sentence-initial form
     export_cmd = "`adn-edge export ... --segments`" if segment else f"`adn-edge export ... --subnet {code}`"
-    if segment and precision in ("int8", "best") and (trt_major >= 11 or not calibrate):
-        # No Q/DQ segment graphs exist; INT8 segments come from TensorRT 10's calibrator.
+    if segment and precision in ("int8", "best") and (trt_major >= 11 or not calibrate) \
+            and "onnx_int8" not in files:
+        # INT8 segments come from the Q/DQ segment graphs of `quantize --segments`, or TensorRT 10's calibrator.
         raise AdnError(
-            f"An {precision} engine of {what} needs INT8 scales from calibration images"
-            + (f", and TensorRT {trt_major}.x has no calibrator (it reads scales from Q/DQ graphs only, which "
-               "adn-edge does not make for segments)." if trt_major >= 11 else "."),
-            "Pass --calib IMAGES_DIR (each segment is calibrated on the images carried through the segments "
-            "before it), or build segments with --precision fp16." if trt_major < 11
-            else "Build segments with --precision fp16 on TensorRT 11, or monolithic INT8 engines from "
-                 "`adn-edge quantize` graphs.")
+            f"An {precision} engine of {what} needs INT8 scales "
+            + (f"from the Q/DQ segment graphs of `adn-edge quantize --segments`: TensorRT {trt_major}.x has no "
+               "calibrator (it reads scales from Q/DQ graphs only)." if trt_major >= 11
+               else "from calibration images or from the Q/DQ segment graphs of `adn-edge quantize --segments`."),
+            "Run `adn-edge quantize DIR --segments --calib IMAGES` (each part calibrated on the activations of "
+            "every combination of the forms before it)"
+            + (", pass --calib IMAGES_DIR (each segment is calibrated on the images carried through the segments "
+               "before it), or build segments with --precision fp16." if trt_major < 11
+               else ", or build segments with --precision fp16 on TensorRT 11."))
     have = set(files)
     if trt_major >= 11:
         wanted = {"fp32": ["onnx"], "fp16": ["onnx_fp16"], "int8": ["onnx_int8"],

@@ -73,9 +73,10 @@ def segment_units(manifest: dict[str, Any]) -> list[Unit]:
         engines = part.setdefault("engines", {})
         for kind in SEGMENT_KINDS.values():
             files = {"onnx": part["files"][kind]}
-            fp16 = (part.get("files_fp16") or {}).get(kind)
-            if fp16 is not None:
-                files["onnx_fp16"] = fp16
+            for key, group in (("onnx_fp16", "files_fp16"), ("onnx_int8", "files_int8")):
+                twin = (part.get(group) or {}).get(kind)
+                if twin is not None:
+                    files[key] = twin
             key = segment_key(k, kind)
             units.append(Unit(key, segment_what(key), files, engines.setdefault(kind, {}),
                               {"name": part["input"], "shape": part["input_shape"]}, segment=k))
