@@ -36,11 +36,12 @@ def ensure_model_dir(arch: str, directory: Path, segments: bool = True, threads:
 
     try:
         m = manifest.load(directory)
-        complete = (m["arch"] == arch and m["source"].get("sha256") == SOURCE["sha256"]
-                    and len(m["subnets"]) == 2 ** m["num_stages"] and (not segments or "segments" in m))
+        monolithic = (m["arch"] == arch and m["source"].get("sha256") == SOURCE["sha256"]
+                      and len(m["subnets"]) == 2 ** m["num_stages"])
+        have_segments = "segments" in m
     except Exception:  # noqa: BLE001 - anything wrong means: export again
-        complete = False
-    if complete:
+        monolithic = have_segments = False
+    if monolithic and (have_segments or not segments):
         return directory
     import torch
 
@@ -52,9 +53,10 @@ def ensure_model_dir(arch: str, directory: Path, segments: bool = True, threads:
     torch.set_num_threads(threads)  # more threads are slower on small shared CPUs (OpenMP barriers)
     spec = get_spec(arch)
     model = randomize(create_model(arch), seed=0, input_size=spec.input_size)
-    t0 = time.perf_counter()
-    export(model, directory, "all", source=SOURCE)
-    print(f"exported every sub-network in {time.perf_counter() - t0:.0f} s", flush=True)
+    if not monolithic:  # (only the segments missing: keep the graphs, and what quantize added to them)
+        t0 = time.perf_counter()
+        export(model, directory, "all", source=SOURCE)
+        print(f"exported every sub-network in {time.perf_counter() - t0:.0f} s", flush=True)
     if segments:
         t0 = time.perf_counter()
         export_segments(model, directory, source=SOURCE)

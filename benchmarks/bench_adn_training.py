@@ -31,6 +31,11 @@ about 20-30 minutes).
 
     python benchmarks/bench_adn_training.py            # the study
     python benchmarks/bench_adn_training.py --quick    # a smoke run (~1-2 min)
+    python benchmarks/bench_adn_training.py --timing   # seconds per epoch of each run, paired
+
+``--timing`` trains each run for 2 epochs on the full split, the runs interleaved and
+repeated, in one process of one thread, so that the load of a shared machine hits all
+alike (the study's own per-epoch figures come from parallel jobs under varying load).
 
 Writes ``benchmarks/results/adn_training_<dataset>[_quick].json`` and prints the tables.
 """
@@ -84,6 +89,7 @@ FLOOR_POINTS = 1.5
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="4 epochs, 1 seed: a smoke run of the whole pipeline")
+    p.add_argument("--timing", action="store_true", help="only measure seconds per epoch of each run (paired)")
     p.add_argument("--arch", default="resnet_tiny")
     p.add_argument("--dataset", default="digits", choices=data_mod.BUILTIN_NAMES)
     p.add_argument("--input-size", type=int, default=16)
@@ -154,8 +160,48 @@ def summarise(acc: dict[str, float], super_code: str) -> dict[str, float]:
             "mean": statistics.fmean(acc.values()), "max_gap": max(sup - v for v in acc.values())}
 
 
+def timing(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """Seconds per epoch of each run, interleaved (see the module docstring)."""
+    import tempfile
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="adn_timing_"))
+    per_epoch: dict[str, list[float]] = {run: [] for run in args.runs}
+    for rep in range(3):
+        for run in args.runs:
+            extra = {"sandwich": args.sandwich} if run == "sandwich" else {}
+            cfg = TrainConfig(arch=args.arch, data=f"builtin:{args.dataset}", out_dir=str(work / f"{run}{rep}"),
+                              epochs=2, batch_size=args.batch_size, lr=args.lr, seed=rep,
+                              input_size=args.input_size, final_eval=False, log_every=10_000, device=args.device,
+                              **RUNS[run], **extra)
+            t0 = time.perf_counter()
+            train(cfg)
+            per_epoch[run].append((time.perf_counter() - t0) / 2)
+    record = {"schema": 1, "benchmark": "adn_training_timing", "issue": 16,
+              "command": "python benchmarks/bench_adn_training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "dataset": args.dataset, "input_size": args.input_size, "batch_size": args.batch_size,
+              "threads": args.threads, "machine": {"platform": platform.platform(), "torch": torch.__version__,
+                                                   "loadavg_end": list(__import__("os").getloadavg())},
+              "seconds_per_epoch_median": {r: round(statistics.median(v), 3) for r, v in per_epoch.items()},
+              "seconds_per_epoch": {r: [round(x, 3) for x in v] for r, v in per_epoch.items()}}
+    base = record["seconds_per_epoch_median"].get("adn")
+    if base:
+        record["relative_to_adn"] = {r: round(v / base, 3) for r, v in record["seconds_per_epoch_median"].items()}
+    from adn_edge.fileio import write_json
+
+    out = args.out or REPO / "benchmarks" / "results" / f"adn_training_timing_{args.dataset}.json"
+    write_json(out, record)
+    print("| run | seconds per epoch (median of 3) | relative to ADN |\n|---|---|---|")
+    for r, v in record["seconds_per_epoch_median"].items():
+        print(f"| {r} | {v:.2f} | {record.get('relative_to_adn', {}).get(r, float('nan')):.2f} |")
+    print(f"\nwrote {out}")
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.timing:
+        return timing(args, argv)
     if args.epochs is None:
         args.epochs = 4 if args.quick else 30
     if args.seeds is None:

@@ -17,6 +17,7 @@ import pytest
 from onnx import numpy_helper
 
 from adn_edge import subnet
+from adn_edge.data import embedded_info
 from adn_edge.errors import AdnError
 from adn_edge.fileio import sha256_file
 from adn_edge.modeldir import manifest
@@ -166,7 +167,8 @@ def test_every_chain_stays_within_tolerance_of_fp32(seg_quantized) -> None:
     assert max(drops.values()) <= SEG_DROP_POINTS, drops
     assert float(np.mean(list(drops.values()))) <= 0.5, drops
     assert min(a.agreement for a in rows.values() if a is not None) >= 97.0
-    assert rows["1111"].top1_int8 >= 97.0  # the embedded super-net's FP32 top-1 is 98.06 %
+    # The super-net still classifies digits (its FP32 top-1 is in the embedded model's record).
+    assert rows["1111"].top1_int8 >= embedded_info()["subnets"]["1111"]["top1"] - SEG_DROP_POINTS
     ev = json.loads((d / "eval-int8-segmented.json").read_text())
     assert (ev["precision"], ev["segmented"], ev["source"], ev["samples"]) == ("int8", True, "onnxruntime-segmented",
                                                                                360)
