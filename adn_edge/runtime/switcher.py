@@ -42,6 +42,43 @@ def _closed_error() -> AdnError:
                     "Open the model directory again with EngineSwitcher.open(DIR).")
 
 
+def default_segmented(m: dict[str, Any], backend: str, precision: str | None,
+                      device: str | None) -> tuple[bool, str]:
+    """Segmented or monolithic, when the caller did not say; returns (choice, why).
+
+    The rule (measured: ``benchmarks/bench_cpu_modes.py``, README "Results"): on ONNX
+    Runtime's CPU provider, segment graphs at full optimisation are as fast as
+    monolithic graphs and hold each weight once, so a directory with segments of the
+    asked precision (fp32, or int8 from ``quantize --segments``) runs segmented, unless
+    its segments are a different model from its monolithic graphs (monolithic graphs
+    recalibrated per sub-network, segments without the per-sub-network corrections).
+    Everywhere else (TensorRT, ONNX Runtime on a GPU, torch) monolithic, which is what
+    those were measured best at; ``segmented=True`` still forces segments.
+    """
+    seg = m.get("segments")
+    if not isinstance(seg, dict) or not seg.get("parts"):
+        return False, "no segment graphs in this directory"
+    p = (precision or "fp32").lower()
+    key = manifest_mod.SEGMENT_FILE_KEYS.get(p)
+    if p not in ("fp32", "int8") or key is None or any(key not in part for part in seg["parts"]):
+        return False, f"no {p} segment graphs (segments win on CPU in fp32 and int8)"
+    if p == "int8" and manifest_mod.stale_int8_segments(seg):
+        return False, "the int8 segment graphs are stale"
+    if m.get("recalibration") and not seg.get("corrections"):
+        return False, "the monolithic graphs are recalibrated per sub-network and the segments are not"
+    try:
+        spec = resolve_backend(backend, segmented=False, manifest=m, device=device)
+    except AdnError:
+        return False, "no monolithic backend to compare with"
+    if spec.name != "onnxruntime":
+        return False, f"backend {spec.name} (segments win on ONNX Runtime's CPU provider)"
+    dev = str(device or "auto").lower()
+    on_cpu = dev == "cpu" or (dev == "auto" and spec.factory.unready(m, "cuda") is not None)  # type: ignore[attr-defined]
+    if not on_cpu:
+        return False, "ONNX Runtime on a GPU (segments win on its CPU provider)"
+    return True, "ONNX Runtime on the CPU with segment graphs: as fast as monolithic, each weight held once"
+
+
 class EngineSwitcher:
     """Holds every requested sub-network of one model directory ready to run.
 
@@ -84,7 +121,7 @@ class EngineSwitcher:
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str] | ModelDir, backend: str = "auto", subnets: str | Sequence[str] = "all",
-             precision: str | None = None, *, segmented: bool = False, warmup: bool = True,
+             precision: str | None = None, *, segmented: bool | None = None, warmup: bool = True,
              **options: Any) -> EngineSwitcher:
         """Load every requested sub-network of ``directory`` and return a ready switcher.
 
@@ -93,13 +130,18 @@ class EngineSwitcher:
         sub-network the directory holds) or codes in any accepted spelling; the
         first is active after open. ``precision``: which graphs/engines to load
         (backend default when None). ``segmented``: run each sub-network as a chain
-        of per-stage graphs (see :mod:`adn_edge.backends.onnxruntime.segmented`). Other keyword
+        of per-stage graphs (see :mod:`adn_edge.backends.onnxruntime.segmented`);
+        None (the default) chooses by :func:`default_segmented`. Other keyword
         options go to the backend (each backend's docstring lists them; unknown
         ones are refused).
         """
         t0 = time.perf_counter()
         opened = open_dir(directory)
         directory, m = opened.path, opened.manifest
+        if segmented is None:
+            segmented, why = default_segmented(m, backend, precision, options.get("device"))
+        else:
+            why = "asked for"
         codes = cls._codes(m, subnets, segmented)
         spec = resolve_backend(backend, segmented=segmented, manifest=m, device=options.get("device"))
         factory: Any = spec.factory
@@ -109,6 +151,7 @@ class EngineSwitcher:
         instance: Backend = factory(directory, m, codes, precision=precision, **options)
         try:
             sw = cls(directory, m, instance, codes, segmented=segmented)
+            sw.mode_reason = why
             if warmup:
                 sw.warmup()
         except BaseException:
@@ -273,7 +316,7 @@ class EngineSwitcher:
     def describe(self) -> dict[str, Any]:
         backend = self._backend
         return {"directory": str(self.directory), "arch": self.arch, "backend": self.backend_name,
-                "segmented": self.segmented, "subnets": list(self.codes), "active": self._active,
+                "segmented": self.segmented, "mode_reason": getattr(self, "mode_reason", None), "subnets": list(self.codes), "active": self._active,
                 "input": {"name": self.input_name, "shape": [self._static_batch, *self._chw],
                           "mean": self.manifest["input"].get("mean"), "std": self.manifest["input"].get("std")},
                 "num_classes": self.manifest["num_classes"], "opened_s": round(self._opened_s, 3),

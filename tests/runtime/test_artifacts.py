@@ -78,8 +78,8 @@ def test_subnet_not_exported(dir_copy):
     del m["subnets"]["0101"]
     (dir_copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(AdnError, match="Sub-network 0101 is not in this model directory"):
-        EngineSwitcher.open(dir_copy, subnets=["1111", "0101"])
-    with EngineSwitcher.open(dir_copy, subnets="all", threads=1) as sw:  # 'all' = what the directory holds
+        EngineSwitcher.open(dir_copy, subnets=["1111", "0101"], segmented=False)
+    with EngineSwitcher.open(dir_copy, subnets="all", threads=1, segmented=False) as sw:  # 'all' = what it holds
         assert len(sw.codes) == 15 and "0101" not in sw.codes
 
 

@@ -107,7 +107,7 @@ def test_for_switcher_uses_bench_ladder(model_dir, tmp_path, inputs):
     shutil.copytree(model_dir, d, ignore=shutil.ignore_patterns("*seg*"))
     bench = bench_report(COST)  # p99 = the cost
     (d / "bench-cpu.json").write_text(json.dumps(bench))
-    with EngineSwitcher.open(d, subnets=LADDER, threads=1) as sw:
+    with EngineSwitcher.open(d, subnets=LADDER, threads=1, segmented=False) as sw:
         gov = DeadlineGovernor.for_switcher(sw, deadline_ms=8.5)
         assert gov.ladder == LADDER
         assert gov.current == "0101" and sw.active == "0101"  # 1011 (8 ms) > 0.9 * 8.5

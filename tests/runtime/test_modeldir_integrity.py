@@ -121,11 +121,11 @@ def test_swapped_records_are_refused_on_open(model_dir: Path, tmp_path: Path) ->
     _swap(d, "1111", "0000")
     with pytest.raises(AdnError, match=r"listed in manifest.json as sub-network 1111, but the graph says "
                                        r"adn.subnet='0000'"):
-        EngineSwitcher.open(d, backend="onnxruntime", subnets="all", warmup=False)
+        EngineSwitcher.open(d, backend="onnxruntime", subnets="all", warmup=False, segmented=False)
     for opts in ({"share_weights": False}, {"graph_optimization": "all", "share_weights": False}):
         with pytest.raises(AdnError, match="swapped or edited"):
-            EngineSwitcher.open(d, backend="onnxruntime", subnets=["1111"], warmup=False, **opts)
-    with EngineSwitcher.open(d, backend="onnxruntime", subnets=["1010"], warmup=False):
+            EngineSwitcher.open(d, backend="onnxruntime", subnets=["1111"], warmup=False, segmented=False, **opts)
+    with EngineSwitcher.open(d, backend="onnxruntime", subnets=["1010"], warmup=False, segmented=False):
         pass  # untouched records still open
 
 

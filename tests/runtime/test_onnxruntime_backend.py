@@ -16,7 +16,7 @@ from tests.runtime._helpers import TOL, rel_err
 
 
 def test_every_session_reads_the_shared_buffers(model_dir):
-    with EngineSwitcher.open(model_dir, threads=1, check_sharing=True) as sw:
+    with EngineSwitcher.open(model_dir, threads=1, check_sharing=True, segmented=False) as sw:
         probe = sw.describe()["engine"]["sharing_probe"]
         sharing = sw.describe()["engine"]["sharing"]
     assert probe["ok"] and probe["sessions_checked"] == 16
@@ -30,7 +30,8 @@ def test_every_session_reads_the_shared_buffers(model_dir):
 def test_probe_catches_sessions_that_copy_weights(model_dir):
     """'all' optimisation reorders conv weights into per-session copies (NCHWc): the
     probe must see it (this is why 'extended' is the default)."""
-    with EngineSwitcher.open(model_dir, subnets=["1111", "0000"], threads=1, graph_optimization="all") as sw:
+    with EngineSwitcher.open(model_dir, subnets=["1111", "0000"], threads=1, graph_optimization="all",
+                            segmented=False) as sw:
         probe = sw.engine.verify_sharing()
     assert not probe["ok"]
     assert probe["tensors"]["conv1.weight"]["copies"] == ["0000", "1111"]
@@ -261,11 +262,11 @@ def test_runtime_without_onnx(model_dir):
         "from adn_edge.runtime import EngineSwitcher\n"
         "from adn_edge.errors import AdnError\n"
         "try:\n"
-        "    EngineSwitcher.open(sys.argv[1], subnets=['0110'], threads=1)\n"
+        "    EngineSwitcher.open(sys.argv[1], subnets=['0110'], threads=1, segmented=False)\n"
         "    raise SystemExit('opened without onnx')\n"
         "except AdnError as exc:\n"
         "    assert 'pip install onnx' in str(exc) and 'share_weights=False' in str(exc), exc\n"
-        "with EngineSwitcher.open(sys.argv[1], subnets=['0110'], threads=1, share_weights=False) as sw:\n"
+        "with EngineSwitcher.open(sys.argv[1], subnets=['0110'], threads=1, share_weights=False, segmented=False) as sw:\n"
         "    assert sw.infer(__import__('numpy').zeros((1, 3, 32, 32), 'float32')).shape[0] == 1\n"
         "print('ok')\n"
     )
@@ -292,7 +293,7 @@ def test_same_name_different_bytes_is_not_shared(model_dir, tmp_path):
     m["subnets"]["0000"]["files"]["onnx"] = manifest.file_record(d, "resnet_tiny_0000.onnx")
     manifest.save(d, m)
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32), dtype=np.float32)
-    with EngineSwitcher.open(d, subnets=["1111", "0000"], threads=1) as sw:
+    with EngineSwitcher.open(d, subnets=["1111", "0000"], threads=1, segmented=False) as sw:
         assert sw.describe()["engine"]["sharing"]["conflicts"] == ["fc.bias"]
         want = onnxruntime_logits(str(d / "resnet_tiny_0000.onnx"), x)
         assert rel_err(sw.infer(x, "0000"), want) <= TOL

@@ -139,7 +139,7 @@ def test_switcher_policy_methods(model_dir, tmp_path):
     d = tmp_path / "d"
     shutil.copytree(model_dir, d, ignore=shutil.ignore_patterns("*seg*"))
     write(d, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}))
-    with EngineSwitcher.open(d, subnets=["1111", "1010", "0000"], threads=1) as sw:
+    with EngineSwitcher.open(d, subnets=["1111", "1010", "0000"], threads=1, segmented=False) as sw:
         assert set(sw.policy.candidates) == {"1111", "1010", "0000"}  # only what is open
         assert sw.fastest_within(latency_ms=100) == "1111"
         assert sw.fastest_within(latency_ms=cost("1010")) == "1010"
@@ -202,7 +202,7 @@ def test_switchers_read_the_report_of_their_mode(model_dir, tmp_path):
     shutil.copytree(model_dir, d)
     write(d, "bench-cpu.json", bench_report({c: cost(c) for c in CODES}))
     write(d, "bench-cpu-segmented.json", bench_report({c: 2 * cost(c) for c in CODES}, segmented=True))
-    with EngineSwitcher.open(d, subnets=["1111", "0000"], threads=1, warmup=False) as mono, \
+    with EngineSwitcher.open(d, subnets=["1111", "0000"], threads=1, warmup=False, segmented=False) as mono, \
             EngineSwitcher.open(d, segmented=True, threads=1, warmup=False) as seg:
         assert bench_of(mono.policy) == "bench-cpu.json"
         assert bench_of(seg.policy) == "bench-cpu-segmented.json"

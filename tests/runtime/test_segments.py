@@ -63,7 +63,7 @@ def test_segment_weights_are_the_monolithic_ones_by_name(model_dir):
 
 
 def test_segmented_chain_equals_monolithic(model_dir, inputs):
-    with EngineSwitcher.open(model_dir, threads=1) as mono, \
+    with EngineSwitcher.open(model_dir, threads=1, segmented=False) as mono, \
             EngineSwitcher.open(model_dir, segmented=True, threads=1, check_sharing=True) as seg:
         assert seg.describe()["engine"]["segments"] == 8
         assert seg.describe()["engine"]["sharing_probe"]["ok"]

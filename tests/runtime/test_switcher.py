@@ -68,7 +68,7 @@ def test_sub_networks_really_differ(references):
 
 def test_auto_picks_onnxruntime_here(model_dir, inputs, references):
     assert available_backends()[0] == "onnxruntime"
-    with EngineSwitcher.open(model_dir, subnets=["TFFF", "1111"], threads=1) as sw:
+    with EngineSwitcher.open(model_dir, subnets=["TFFF", "1111"], threads=1, segmented=False) as sw:
         assert sw.backend_name == "onnxruntime"
         assert sw.codes == ("0111", "1111") and sw.active == "0111"
         assert rel_err(sw.infer(inputs[1]), references["0111"][1]) <= TOL
@@ -145,7 +145,7 @@ def test_closed_switcher_refuses_clearly(model_dir, tiny_model, inputs, backend,
 
 
 def test_describe(model_dir):
-    with EngineSwitcher.open(model_dir, subnets=["1111", "0000"], threads=1) as sw:
+    with EngineSwitcher.open(model_dir, subnets=["1111", "0000"], threads=1, segmented=False) as sw:
         d = sw.describe()
     assert d["arch"] == "resnet_tiny" and d["backend"] == "onnxruntime" and d["subnets"] == ["1111", "0000"]
     assert d["input"]["shape"] == [None, 3, 32, 32] and d["input"]["mean"] == [0.5, 0.5, 0.5]
@@ -190,3 +190,30 @@ def test_torch_backend_loads_recorded_checkpoint(tmp_path, tiny_model, inputs, r
     ckpt.write_bytes(bytes(data))
     with pytest.raises(AdnError, match="does not match the sha256 recorded in the manifest"):
         EngineSwitcher.open(d, backend="torch")
+
+
+def test_default_mode_is_segmented_on_the_cpu_when_the_directory_has_segments(model_dir, inputs):
+    """The measured rule (benchmarks/bench_cpu_modes.py): segments at full optimisation on
+    ONNX Runtime's CPU provider; monolithic wherever segments would be another model or
+    were not measured to win."""
+    from adn_edge.modeldir import manifest
+    from adn_edge.runtime.switcher import default_segmented
+
+    with EngineSwitcher.open(model_dir, threads=1) as sw, \
+            EngineSwitcher.open(model_dir, threads=1, segmented=False) as mono:
+        d = sw.describe()
+        assert sw.segmented and sw.backend_name == "onnxruntime-segmented"
+        assert "CPU" in d["mode_reason"]
+        assert d["engine"]["graph_optimization"] == "all" and d["engine"]["spinning"] is False
+        assert mono.describe()["mode_reason"] == "asked for" and not mono.segmented
+        for code in ("1111", "0110", "0000"):
+            assert rel_err(sw.infer(inputs[4], code), mono.infer(inputs[4], code)) <= 1e-4
+    m = manifest.load(model_dir)
+    assert default_segmented(m, "auto", None, "cpu")[0]
+    recal = dict(m, recalibration={"data": "builtin", "samples": 64})
+    ok, why = default_segmented(recal, "auto", None, "cpu")
+    assert not ok and "recalibrated" in why
+    assert not default_segmented(m, "auto", "fp16", "cpu")[0]
+    assert not default_segmented(m, "torch", None, "cpu")[0]
+    no_seg = {k: v for k, v in m.items() if k != "segments"}
+    assert default_segmented(no_seg, "auto", None, None) == (False, "no segment graphs in this directory")
