@@ -34,7 +34,16 @@ def register(app: typer.Typer) -> None:
                                                                       "initialised model (for trying the pipeline)."),
         segments: bool = typer.Option(False, "--segments", help="Also write the 2*S segment graphs (each stage "
                                       "full and skipped; chained, they run every sub-network) for segmented mode. "
-                                      "Not with --recalibrate."),
+                                      "With --recalibrate they take each sub-network's statistics as correction "
+                                      "inputs (<arch>_seg_corrections.npz)."),
+        correction_threshold: float = typer.Option(None, "--correction-threshold", help="With --segments "
+                                                   "--recalibrate: keep a convolution's correction only where some "
+                                                   "sub-network's scale or mean differs from the folded reference "
+                                                   "by more than this (in units of the channel's output scale); "
+                                                   "default: every correction (exact)."),
+        correction_reference: str = typer.Option("checkpoint", "--correction-reference", help="With --segments "
+                                                 "--recalibrate: the statistics folded into the segment weights, "
+                                                 "'checkpoint' or 'joint' (re-estimated over all sub-networks)."),
         as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     ) -> None:
         """Export sub-networks of an ADN checkpoint to ONNX, verified against PyTorch."""
@@ -65,9 +74,13 @@ def register(app: typer.Typer) -> None:
             source = ckpt.source_record()
         out_dir = out or default_out_dir(model.arch)
         if segments:  # refused now, before recalibration data is read or anything is written
-            from adn_edge.export.segments import refuse_recalibration
+            from adn_edge.export.segments import check_correction_options, refuse_recalibration
 
-            refuse_recalibration(recalibrate is not None, out_dir)
+            refuse_recalibration(None if recalibrate is None else {"data": recalibrate}, out_dir)
+            check_correction_options(recalibrate is not None, correction_threshold, correction_reference)
+        elif correction_threshold is not None or correction_reference != "checkpoint":
+            raise AdnError("--correction-threshold and --correction-reference apply to corrected segment graphs "
+                           "only.", "Add --segments --recalibrate DATA, or leave them out.")
         batches = None
         if recalibrate is not None:
             from adn_edge.train.recalibrate import batches_from_data, check_recalibratable
@@ -82,7 +95,8 @@ def register(app: typer.Typer) -> None:
         if segments:
             from adn_edge.export import segments as seg_mod
 
-            seg_exporter = seg_mod.SegmentExporter(exporter)  # shares the manifest the sub-networks go into
+            # shares the manifest the sub-networks go into
+            seg_exporter = seg_mod.SegmentExporter(exporter, correction_threshold, correction_reference)
         if not as_json:
             console(stderr=True).print(f"{model.arch}: exporting {len(codes)} sub-network(s) to {out_dir} "
                                        f"(weights: {source['weights']})")
@@ -116,3 +130,10 @@ def _segments_table(out_dir: Path, seg: dict[str, Any]) -> None:
              "yes" if "files_fp16" in p else "-") for p in seg["parts"]]
     table(f"segments in {out_dir} (parity of all {2 ** seg['count']} chains, worst: {parity})",
           ["part", "input", "output", "full", "skip", "fp16"], rows)
+    c = seg.get("corrections")
+    if c:
+        convs = c.get("convs") or {}
+        console(stderr=True).print(
+            f"corrections: {c['file']} ({c.get('inputs')} vectors; reference {c.get('reference')}, threshold "
+            f"{c.get('threshold')}; convolutions corrected: {convs.get('affine', 0)} scale+shift, "
+            f"{convs.get('shift', 0)} shift only, {convs.get('none', 0)} none)")

@@ -37,16 +37,28 @@ engines are built from)::
       "subnets": {"1010": {"gmacs": ..., "params": ..., "rel_err": ..., "rel_err_fp16": ...}, ...},
       "weights": {"bytes_unique": ..., "bytes_total": ...}}
 
-Segments are never recalibrated (:func:`refuse_recalibration` says why), and a
-re-export into a directory whose manifest is kept (same checkpoint, input shape and
-opset) keeps what it does not rewrite, TensorRT engine records included, as the
-monolithic export keeps a sub-network's other files.
+Recalibrated segments (``export --segments --recalibrate DATA``) cannot fold each
+sub-network's own BatchNorm statistics into the weights (part k's would depend on
+the whole prefix); they fold reference statistics instead and take the difference as
+per-channel graph inputs, computed for every prefix at export and stored in
+``<arch>_seg_corrections.npz`` (:mod:`adn_edge.export.corrections`; recorded as
+``segments.corrections``). Parity then compares every chain, fed its corrections,
+with the PyTorch model recalibrated for that sub-network. Recalibrated segments and
+recalibrated monolithic graphs share a directory only when both used the same data
+and samples; plain segments never sit beside recalibrated graphs, nor corrected ones
+beside plain graphs (:func:`refuse_recalibration`). A re-export into a directory
+whose manifest is kept (same checkpoint, input shape, opset and recalibration) keeps
+what it does not rewrite, TensorRT engine records included, as the monolithic export
+keeps a sub-network's other files.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +71,14 @@ from torch import nn
 from adn_edge import __version__, subnet
 from adn_edge.modeldir import manifest
 from adn_edge.errors import AdnError, ParityError
+from adn_edge.export import corrections as corr
 from adn_edge.export import onnx_graph as og
 from adn_edge.export.exporter import Exporter, ExportOptions, fp16_twin
 from adn_edge.export.parity import compare, reference_logits
 from adn_edge.fileio import write_bytes
 from adn_edge.materialize import stable_names
 from adn_edge.models.base import ADNModel
+from adn_edge.models.folding import Folder
 from adn_edge.modeldir.lock import writing
 from adn_edge.modeldir.names import segment_file
 
@@ -73,13 +87,19 @@ KINDS = manifest.SEGMENT_KINDS
 FORMS = {"fp32": ("", ""), "fp16": (".fp16", "_fp16")}
 """Precision -> (file name variant, suffix of its manifest keys ``files``, ``parity``, ``rel_err``)."""
 
-_WHY_NOT_RECALIBRATED = (
-    "recalibration re-estimates the BatchNorm statistics of each sub-network separately, so the folded weights "
-    "of stage k depend on the whole code, not on stage k's flag alone, and no per-stage graph can stand for "
-    "every sub-network it is chained into")
+_WHY_NOT_MIXED = (
+    "recalibration gives each sub-network its own BatchNorm statistics, so recalibrated and un-recalibrated "
+    "graphs of the same codes are two different models, and a switcher's segmented and monolithic modes (and "
+    "the parity figures) would silently disagree")
 _RECALIBRATION_FIX = (
-    "Export the segments without --recalibrate into another directory (`adn-edge export CHECKPOINT --segments "
-    "--out OTHER_DIR`), or use the recalibrated monolithic graphs (leave --segments out).")
+    "Export into another directory (`--out OTHER_DIR`), or export the segments with the same recalibration as "
+    "the graphs already there (`adn-edge export CHECKPOINT --segments --recalibrate DATA --recal-samples N`: "
+    "the segments then carry per-sub-network statistics as corrections).")
+
+
+def corrections_file(arch: str) -> str:
+    """The file of a corrected segment export's per-prefix statistics."""
+    return f"{arch}_seg_corrections.npz"
 
 
 def io_names(index: int, count: int) -> tuple[str, str]:
@@ -88,17 +108,16 @@ def io_names(index: int, count: int) -> tuple[str, str]:
             og.OUTPUT_NAME if index == count - 1 else f"x{index + 1}")
 
 
-def refuse_recalibration(recalibrate: bool, out_dir: str | Path) -> None:
-    """Refuse a recalibrated segment export, and segments beside recalibrated graphs.
+def refuse_recalibration(recalibration: bool | Mapping[str, Any] | None, out_dir: str | Path) -> None:
+    """Refuse segments that would be a second, different model beside the graphs of ``out_dir``.
 
-    Un-recalibrated segments are a different model from the recalibrated monolithic
-    graphs of the same codes: put in one directory, a switcher's segmented and
-    monolithic modes (and the parity figures) would silently disagree. Called before
-    anything is read or written, so a refused export leaves the directory as it was.
+    ``recalibration``: None/False for plain segments, or this export's recalibration
+    (``{"data": ..., "samples": ...}``, ``samples`` None while not known yet; ``True``
+    when neither is known). Plain segments are refused beside recalibrated graphs,
+    corrected (recalibrated) segments beside un-recalibrated graphs or graphs
+    recalibrated on other data or samples. Called before anything is read or
+    written, so a refused export leaves the directory as it was.
     """
-    if recalibrate:
-        raise AdnError(f"Segment graphs cannot be exported with BatchNorm recalibration: {_WHY_NOT_RECALIBRATED}.",
-                       _RECALIBRATION_FIX)
     if not manifest.path_in(out_dir).exists():
         return
     try:
@@ -106,12 +125,31 @@ def refuse_recalibration(recalibrate: bool, out_dir: str | Path) -> None:
     except AdnError:
         return  # unreadable: the exporter starts a fresh manifest, nothing is mixed
     recal = old.get("recalibration")
-    if recal is not None:
-        data = recal.get("data") if isinstance(recal, dict) else None
-        raise AdnError(f"{str(out_dir)!r} holds sub-networks exported with BatchNorm recalibration (data: {data!r}), "
-                       f"and segment graphs cannot be recalibrated ({_WHY_NOT_RECALIBRATED}); un-recalibrated "
-                       "segments there would be a second, different model in the same directory.",
-                       _RECALIBRATION_FIX)
+    data = recal.get("data") if isinstance(recal, dict) else None
+    if not recalibration:
+        if recal is not None:
+            raise AdnError(f"{str(out_dir)!r} holds sub-networks exported with BatchNorm recalibration (data: "
+                           f"{data!r}), and un-recalibrated segments there would be a second, different model in "
+                           f"the same directory: {_WHY_NOT_MIXED}.", _RECALIBRATION_FIX)
+        return
+    wanted = recalibration if isinstance(recalibration, Mapping) else {}
+    if recal is None:
+        if old.get("subnets") or old.get("segments"):
+            raise AdnError(f"{str(out_dir)!r} holds graphs exported without BatchNorm recalibration, and "
+                           "recalibrated segments there would be a second, different model in the same directory: "
+                           f"{_WHY_NOT_MIXED}.",
+                           "Export into another directory (`--out OTHER_DIR`), or leave --recalibrate out to add "
+                           "plain segments beside the plain graphs.")
+        return
+    same = data == wanted.get("data", data) and (wanted.get("samples") is None
+                                                 or recal.get("samples") == wanted.get("samples"))
+    if not same:
+        raise AdnError(f"{str(out_dir)!r} holds sub-networks recalibrated on {data!r} ({recal.get('samples')} "
+                       f"samples), and segments recalibrated on {wanted.get('data')!r} "
+                       f"({wanted.get('samples') or 'other'} samples) there would be a second, different model in "
+                       "the same directory.",
+                       "Export into another directory (`--out OTHER_DIR`), or recalibrate the segments on the same "
+                       "data and --recal-samples as the graphs already there.")
 
 
 def _trace(part: nn.Module, example: torch.Tensor, names: tuple[str, str], dynamic_batch: bool,
@@ -125,11 +163,14 @@ def _trace(part: nn.Module, example: torch.Tensor, names: tuple[str, str], dynam
     return onnx.load_from_string(buf.getvalue())
 
 
-def _run_chain(sessions: list[dict[str, Any]], code: str, x: np.ndarray) -> np.ndarray:
+def _run_chain(sessions: list[dict[str, Any]], code: str, x: np.ndarray,
+               extra: list[dict[str, dict[str, np.ndarray]]] | None = None) -> np.ndarray:
+    """Chain the parts of ``code``; ``extra[k][prefix]``: part k's correction inputs."""
     v = x
     for k, flag in enumerate(code):
         sess = sessions[k][flag]
-        v = sess.run(None, {sess.get_inputs()[0].name: v})[0]
+        feed = {sess.get_inputs()[0].name: v, **(extra[k][code[:k + 1]] if extra is not None else {})}
+        v = sess.run(None, feed)[0]
     return v
 
 
@@ -146,13 +187,112 @@ def _merged(old: Any, new: dict[str, Any]) -> dict[str, Any]:
     what ``new`` does not rewrite (TensorRT engine records, the fp16 forms of an
     earlier ``--fp16`` export) still describes these graphs."""
     if not isinstance(old, dict) or old.get("schema") != SCHEMA or old.get("count") != new["count"] \
-            or len(old.get("parts") or []) != new["count"]:
-        return new
+            or len(old.get("parts") or []) != new["count"] or _correction_form(old) != _correction_form(new):
+        return new  # other graphs (corrected differently): nothing of the old record describes them
     out = {**old, **new}
     out["parts"] = [{**o, **n} for o, n in zip(old["parts"], new["parts"], strict=True)]
     subs = old.get("subnets") or {}
     out["subnets"] = {c: {**subs.get(c, {}), **e} for c, e in new["subnets"].items()}
     return out
+
+
+def _correction_form(record: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What decides the structure of corrected segment graphs (None: uncorrected)."""
+    c = record.get("corrections")
+    if not isinstance(c, dict):
+        return None
+    return c.get("reference"), c.get("threshold"), c.get("data"), c.get("samples")
+
+
+class _Corrections:
+    """Everything a corrected segment export computes before tracing (see
+    :mod:`adn_edge.export.corrections`): the reference model its graphs fold, each
+    part's folded convolutions with their chosen correction, every prefix's vectors,
+    and the statistics of every sub-network for the parity reference."""
+
+    def __init__(self, model: ADNModel, count: int, batches: list[Any], reference: str, threshold: float | None,
+                 folder: Folder, transposes: og.TransposeIndex) -> None:
+        from adn_edge.train.recalibrate import recalibrated, recalibrated_jointly
+
+        codes = subnet.all_codes(count)
+        self.reference, self.threshold, self.count = reference, threshold, count
+        if reference == "joint":
+            self.model = recalibrated_jointly(model, codes, batches)
+            self.folder, self.transposes = Folder(self.model, variant="@joint"), og.TransposeIndex(self.model)
+        else:
+            self.model, self.folder, self.transposes = model, folder, transposes
+        self.convs: dict[tuple[int, str], dict[str, corr.FoldedConv]] = {}
+        for flag in KINDS:
+            for k, part in enumerate(self.model.static_stages(flag * count, self.folder)):
+                self.convs[(k, flag)] = corr.folded_convs(part)
+        names = sorted({c.bn for d in self.convs.values() for c in d.values()})
+        self.ref = corr.bn_stats(self.model, names)
+        self.affine = corr.bn_affine(self.model, names)
+        self.stats: dict[str, dict[str, corr.Stats]] = {}
+        for code in codes:  # one recalibrated copy at a time: only its statistics are kept
+            rec = recalibrated(model, code, batches)
+            self.stats[code] = corr.bn_stats(rec, self._norms(code))
+            del rec
+        dev: dict[str, list[float]] = {}
+        for code in codes:
+            for k in range(count):
+                for w, c in self.convs[(k, code[k])].items():
+                    s, m = corr.deviations(self.ref[c.bn], self.stats[code][c.bn], self.affine[c.bn][2])
+                    d = dev.setdefault(w, [0.0, 0.0])
+                    d[0], d[1] = max(d[0], s), max(d[1], m)
+        self.deviation = {"scale_max": max((d[0] for d in dev.values()), default=0.0),
+                          "shift_max": max((d[1] for d in dev.values()), default=0.0)}
+        self.mode: dict[str, str] = {}  # by norm
+        for part_convs in self.convs.values():
+            for w, c in part_convs.items():
+                c.mode = corr.choose_mode(dev[w][0], dev[w][1], threshold)
+                self.mode[c.bn] = c.mode
+        self.arrays: dict[str, np.ndarray] = {}
+        for k in range(count):
+            for p in corr.prefixes(k + 1):
+                code = p + "1" * (count - k - 1)
+                for c in self.convs[(k, p[-1])].values():
+                    if c.mode == "none":
+                        continue
+                    gamma, beta, eps = self.affine[c.bn]
+                    a, b = corr.affine(self.ref[c.bn], self.stats[code][c.bn], gamma, beta, eps, c.mode)
+                    shape = (1, c.channels, 1, 1)
+                    if c.mode == "affine":
+                        self.arrays[corr.key(p, c.name + corr.SCALE)] = a.reshape(shape).astype(np.float32)
+                    self.arrays[corr.key(p, c.name + corr.SHIFT)] = b.reshape(shape).astype(np.float32)
+        self.feeds = corr.feeds(self.arrays, count, {kf: [n for c in d.values() for n in c.inputs]
+                                                     for kf, d in self.convs.items()}, "the corrections")
+
+    def _norms(self, code: str) -> list[str]:
+        return sorted({c.bn for k in range(self.count) for c in self.convs[(k, code[k])].values()})
+
+    def reference_logits(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Each sub-network's PyTorch logits with its recalibrated statistics (as far as
+        the chosen corrections carry them: all of them unless a threshold dropped some)."""
+        import torch
+
+        m = copy.deepcopy(self.model).eval()
+        mods = dict(m.named_modules())
+        out = {}
+        for code, stats in self.stats.items():
+            for name, cur in stats.items():
+                mean, var = corr.approximated_stats(self.ref[name], cur, self.mode[name])
+                bn = mods[name]
+                bn.running_mean.copy_(torch.from_numpy(mean).to(bn.running_mean.dtype))
+                bn.running_var.copy_(torch.from_numpy(var).to(bn.running_var.dtype))
+            out[code] = reference_logits(m, code, x)
+        return out
+
+    def record(self) -> dict[str, Any]:
+        counts = {mode: 0 for mode in corr.MODES}
+        seen = set()
+        for d in self.convs.values():
+            for w, c in d.items():
+                if w not in seen:
+                    seen.add(w)
+                    counts[c.mode] += 1
+        return {"reference": self.reference, "threshold": self.threshold, "convs": counts,
+                "inputs": len(self.arrays), "deviation": {k: round(v, 6) for k, v in self.deviation.items()}}
 
 
 class SegmentExporter:
@@ -163,11 +303,17 @@ class SegmentExporter:
     so both write one manifest instead of each saving a copy over the other's entries.
     """
 
-    def __init__(self, exporter: Exporter) -> None:
-        refuse_recalibration(exporter.options.recalibration is not None, exporter.out_dir)
+    def __init__(self, exporter: Exporter, correction_threshold: float | None = None,
+                 correction_reference: str = "checkpoint") -> None:
+        recal = _recalibration(exporter.options)
+        refuse_recalibration(recal, exporter.out_dir)
+        check_correction_options(recal is not None, correction_threshold, correction_reference)
         self.exp = exporter
         self.model = exporter.model
         self.count = self.model.num_skippable_stages
+        self.threshold = correction_threshold
+        self.reference = correction_reference
+        self.corrections: _Corrections | None = None
 
     def _examples(self) -> list[torch.Tensor]:
         """The tensor entering each part (traced with it); the same for either flag
@@ -194,17 +340,22 @@ class SegmentExporter:
     def _graph(self, index: int, flag: str, example: torch.Tensor, digests: dict[str, str]) -> onnx.ModelProto:
         code = "1" * self.count
         code = code[:index] + flag + code[index + 1:]
-        part = self.model.static_stages(code, self.exp.folder)[index].eval()
+        c = self.corrections
+        model, folder, transposes = (c.model, c.folder, c.transposes) if c is not None else \
+            (self.model, self.exp.folder, self.exp.transposes)
+        part = model.static_stages(code, folder)[index].eval()
         opts = self.exp.options
         names = io_names(index, self.count)
         graph = _trace(part, example, names, opts.dynamic_batch, opts.opset)
-        og.rename_initializers(graph, stable_names(part, self.exp.folder), self.exp.transposes)
+        og.rename_initializers(graph, stable_names(part, folder), transposes)
+        if c is not None:
+            corr.insert_corrections(graph, c.convs[(index, flag)])
         og.set_metadata(graph, {
             "adn.arch": self.model.arch, "adn.segment": index, "adn.segments": self.count,
             "adn.flag": flag, "adn.kind": KINDS[flag], "adn.input": names[0], "adn.output": names[1],
             "adn.source_sha256": self.exp.source.get("sha256", ""), "adn.version": __version__,
             "adn.num_classes": self.model.num_classes, "adn.input_size": self.exp.input_size,
-            "adn.precision": "fp32",
+            "adn.precision": "fp32", "adn.corrections": c.reference if c is not None else "",
         })
         if og.op_counts(graph).get("BatchNormalization"):
             raise RuntimeError(f"segment {index} ({KINDS[flag]}): BatchNormalization survived folding")
@@ -222,12 +373,14 @@ class SegmentExporter:
         sessions = [{f: ort.InferenceSession(d, so, providers=["CPUExecutionProvider"]) for f, d in pair.items()}
                     for pair in forms]
         errors = {}
+        extra = self.corrections.feeds if self.corrections is not None else None
         for code, ref in refs.items():
-            result = compare(_run_chain(sessions, code, x), ref, tolerance)
+            result = compare(_run_chain(sessions, code, x, extra), ref, tolerance)
             if not result.ok:
+                what = " (fed its corrections, against the sub-network recalibrated in PyTorch)" if extra else ""
                 raise ParityError(
-                    f"{self.model.arch} {code} (segmented, {precision}): the chained segment graphs differ from "
-                    f"PyTorch by relative error {result.rel_err:.3g} (> {tolerance:g}); nothing was written.")
+                    f"{self.model.arch} {code} (segmented, {precision}): the chained segment graphs{what} differ "
+                    f"from PyTorch by relative error {result.rel_err:.3g} (> {tolerance:g}); nothing was written.")
             errors[code] = result.rel_err
         return errors
 
@@ -239,10 +392,13 @@ class SegmentExporter:
             return record
 
     def _export(self) -> dict[str, Any]:
+        opts = self.exp.options
+        if opts.recalibration is not None:
+            self.corrections = _Corrections(self.model, self.count, list(opts.recalibration), self.reference,
+                                            self.threshold, self.exp.folder, self.exp.transposes)
         examples = self._examples()
         digests: dict[str, str] = {}
         digests16: dict[str, str] = {}
-        opts = self.exp.options
         forms: dict[str, list[dict[str, bytes]]] = {p: [] for p in FORMS if p == "fp32" or opts.fp16}
         sizes: dict[str, int] = {}
         total = 0
@@ -263,7 +419,10 @@ class SegmentExporter:
                 forms[p].append(pair)
 
         x = self.exp.parity_x()
-        refs = {code: reference_logits(self.model, code, x) for code in subnet.all_codes(self.count)}
+        if self.corrections is not None:
+            refs = self.corrections.reference_logits(x)
+        else:
+            refs = {code: reference_logits(self.model, code, x) for code in subnet.all_codes(self.count)}
         tolerance = {"fp32": opts.tolerance, "fp16": opts.fp16_tolerance}
         errors = {p: self._verify(graphs, x, refs, tolerance[p], p) for p, graphs in forms.items()}
 
@@ -297,10 +456,39 @@ class SegmentExporter:
             record["parity" + FORMS[p][1]] = {"rel_err_max": max(e.values()), "tolerance": tolerance[p],
                                               "samples": int(x.shape[0]), "runtime": "onnxruntime-cpu"}
         record.update(subnets=per_code, weights={"bytes_unique": sum(sizes.values()), "bytes_total": total})
+        if self.corrections is not None:
+            name = corrections_file(arch)
+            write_bytes(out_dir / name, corr.to_npz(self.corrections.arrays))
+            recal = _recalibration(opts) or {}
+            record["corrections"] = {"file": manifest.file_record(out_dir, name), **recal,
+                                     **self.corrections.record()}
+            for p in forms:
+                record["parity" + FORMS[p][1]]["reference"] = "pytorch, recalibrated per sub-network"
         record = _merged(self.exp.manifest.get("segments"), record)
         self.exp.manifest["segments"] = record
         manifest.save(out_dir, self.exp.manifest)
         return record
+
+
+def _recalibration(options: ExportOptions) -> dict[str, Any] | None:
+    """This export's recalibration as the manifest records it (data and samples), or None."""
+    batches = options.recalibration
+    if batches is None:
+        return None
+    return {"data": options.recalibration_source, "samples": int(sum(len(b) for b in batches))}
+
+
+def check_correction_options(recalibrated: bool, threshold: float | None, reference: str) -> None:
+    """Refuse correction options that cannot apply (before anything is computed)."""
+    if reference not in corr.REFERENCES:
+        raise AdnError(f"The correction reference must be one of {', '.join(corr.REFERENCES)}, not {reference!r}.")
+    if threshold is not None and (not math.isfinite(threshold) or threshold < 0):
+        raise AdnError(f"The correction threshold must be a finite number of at least 0, not {threshold!r}.")
+    if not recalibrated and (threshold is not None or reference != "checkpoint"):
+        raise AdnError("Correction options apply to recalibrated segments only: without --recalibrate the "
+                       "segment graphs fold the checkpoint's statistics and take no corrections.",
+                       "Add --recalibrate DATA (with --segments), or leave out --correction-threshold and "
+                       "--correction-reference.")
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -312,19 +500,30 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
             if key in part:
                 entry[key] = {kind: rec["path"] for kind, rec in part[key].items()}
         parts.append(entry)
-    return {"count": record["count"], "parts": parts, "parity": record["parity"],
-            "parity_fp16": record.get("parity_fp16"), "weights": record["weights"]}
+    out = {"count": record["count"], "parts": parts, "parity": record["parity"],
+           "parity_fp16": record.get("parity_fp16"), "weights": record["weights"]}
+    if record.get("corrections"):
+        out["corrections"] = {k: v for k, v in record["corrections"].items() if k != "file"} | \
+            {"file": record["corrections"]["file"]["path"]}
+    return out
 
 
 def export_segments(model: ADNModel, out_dir: str | Path, source: dict[str, Any] | None = None,
-                    options: ExportOptions | None = None) -> dict[str, Any]:
+                    options: ExportOptions | None = None, correction_threshold: float | None = None,
+                    correction_reference: str = "checkpoint") -> dict[str, Any]:
     """Export the 2*S segment graphs of ``model`` into ``out_dir`` (see the module docstring).
 
     Returns the manifest's ``segments`` record. Use the same ``source`` as for the
-    monolithic export so both land in one manifest. Refused (AdnError) with
-    ``options.recalibration`` or into a directory of recalibrated graphs.
+    monolithic export so both land in one manifest. With ``options.recalibration`` the
+    segments are corrected (per-sub-network statistics as graph inputs,
+    :mod:`adn_edge.export.corrections`; ``correction_threshold`` for the cheap form,
+    ``correction_reference`` "checkpoint" or "joint" for the folded statistics).
+    Refused (AdnError) where the directory holds graphs of another recalibration
+    (:func:`refuse_recalibration`).
     """
     options = options or ExportOptions()
-    refuse_recalibration(options.recalibration is not None, out_dir)  # before the exporter creates the directory
+    recal = _recalibration(options)
+    refuse_recalibration(recal, out_dir)  # before the exporter creates the directory
+    check_correction_options(recal is not None, correction_threshold, correction_reference)
     exporter = Exporter(model, out_dir, source or {"path": None, "sha256": "", "weights": "in-memory"}, options)
-    return SegmentExporter(exporter).export()
+    return SegmentExporter(exporter, correction_threshold, correction_reference).export()

@@ -156,6 +156,9 @@ def _read_paths(data: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         for kind, by_precision in (part.get("engines") or {}).items():
             for key, rec in by_precision.items():
                 yield f"segments.parts[{k}].engines.{kind}.{key}.path", rec["path"]
+    corrections = (data.get("segments") or {}).get("corrections")
+    if isinstance(corrections, dict):
+        yield "segments.corrections.file.path", corrections["file"]["path"]
 
 
 def _semantic_problems(data: dict[str, Any]) -> list[str]:
@@ -266,6 +269,67 @@ def stale_int8_segments(seg: dict[str, Any]) -> list[str]:
             if source != ((part.get("files") or {}).get(kind) or {}).get("sha256"):
                 stale.append(f"seg{part.get('index')}_{kind}")
     return stale
+
+
+def segment_corrections(seg: dict[str, Any]) -> dict[str, Any] | None:
+    """The segments' corrections record (``export --segments --recalibrate``: per-prefix
+    BatchNorm statistics fed to the graphs as inputs, ``adn_edge.export.corrections``),
+    or None for plain segments. A runtime that cannot feed them must refuse the graphs."""
+    rec = seg.get("corrections")
+    return rec if isinstance(rec, dict) else None
+
+
+def correction_key(prefix: str, name: str) -> str:
+    """The key of one correction vector in the corrections file: part k's input ``name``
+    for the sub-networks whose code starts with ``prefix`` (``k + 1`` flags)."""
+    return f"{prefix}:{name}"
+
+
+def code_prefixes(length: int) -> list[str]:
+    """Every code prefix of ``length`` flags, the full-stage ones first."""
+    return [format(i, f"0{length}b") for i in range(2 ** length - 1, -1, -1)]
+
+
+_RE_EXPORT_CORRECTED = ("Re-export the segments with `adn-edge export CHECKPOINT --segments --recalibrate DATA`; "
+                        "the corrections and the graphs are written together.")
+
+
+def read_segment_corrections(directory: str | Path, seg: dict[str, Any]) -> dict[str, Any]:
+    """The correction vectors of corrected segments (``{key: float32 array}``, see
+    :func:`correction_key`), read from bytes checked against the manifest's sha256
+    (:func:`read_verified`) and without pickle. Empty for plain segments."""
+    import io
+
+    import numpy as np
+
+    rec = segment_corrections(seg)
+    if rec is None:
+        return {}
+    data = read_verified(directory, rec["file"])
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: np.ascontiguousarray(z[k], dtype=np.float32) for k in z.files}
+    except (ValueError, OSError, KeyError) as exc:
+        raise AdnError(f"{rec['file']['path']} in {str(directory)!r} is not a readable corrections file ({exc}).",
+                       _RE_EXPORT_CORRECTED) from None
+
+
+def correction_feeds(arrays: dict[str, Any], count: int, part_inputs: dict[tuple[int, str], list[str]],
+                     where: str) -> list[dict[str, dict[str, Any]]]:
+    """``[k][prefix] -> {input name: array}`` for every part and prefix, checked complete:
+    ``part_inputs[(k, flag)]`` lists the correction inputs of part k's form ``flag``."""
+    out: list[dict[str, dict[str, Any]]] = []
+    for k in range(count):
+        per: dict[str, dict[str, Any]] = {}
+        for p in code_prefixes(k + 1):
+            names = part_inputs[(k, p[-1])]
+            missing = [n for n in names if correction_key(p, n) not in arrays]
+            if missing:
+                raise AdnError(f"{where} has no corrections {missing[:3]} for part {k} of the sub-networks "
+                               f"starting {p} (the segment graphs read them as inputs).", _RE_EXPORT_CORRECTED)
+            per[p] = {n: arrays[correction_key(p, n)] for n in names}
+        out.append(per)
+    return out
 
 
 def segments_record(data: dict[str, Any], purpose: str, otherwise: str) -> dict[str, Any]:

@@ -34,6 +34,9 @@ def _records(m: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
             for group in ("files", "engines"):
                 yield from (r for r in (entry.get(group) or {}).values() if isinstance(r, Mapping))
     segments = m.get("segments")
+    corrections = segments.get("corrections") if isinstance(segments, Mapping) else None
+    if isinstance(corrections, Mapping) and isinstance(corrections.get("file"), Mapping):
+        yield corrections["file"]
     for part in (segments.get("parts") or []) if isinstance(segments, Mapping) else []:
         if not isinstance(part, Mapping):
             continue

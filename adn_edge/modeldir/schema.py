@@ -256,6 +256,22 @@ SCHEMA: dict[str, Any] = {
                     },
                 },
                 "weights": {"type": "object", "properties": {"bytes_unique": _COUNT, "bytes_total": _COUNT}},
+                "corrections": {"$ref": "#/$defs/segment_corrections"},
+            },
+        },
+        "segment_corrections": {
+            "description": "export --segments --recalibrate (export/corrections.py): per-prefix BatchNorm "
+                           "corrections fed to the segment graphs as inputs, in one .npz (no pickle)",
+            "type": "object", "required": ["file", "reference"],
+            "properties": {
+                "file": {"$ref": "#/$defs/file"},
+                "data": {"type": ["string", "null"]}, "samples": _COUNT,
+                "reference": {"enum": ["checkpoint", "joint"]},
+                "threshold": {"oneOf": [_NON_NEGATIVE, {"type": "null"}]},
+                "convs": {"type": "object", "properties": {"affine": _COUNT, "shift": _COUNT, "none": _COUNT}},
+                "inputs": _COUNT,
+                "deviation": {"type": "object", "properties": {"scale_max": _NON_NEGATIVE,
+                                                               "shift_max": _NON_NEGATIVE}},
             },
         },
     },

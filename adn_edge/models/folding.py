@@ -4,7 +4,10 @@ The model families build their static sub-network modules through a :class:`Fold
 (``static_stages(code, folder)``), and :mod:`adn_edge.materialize` assembles them;
 keeping the folding here, below both, lets the families use it without importing
 the materialiser that imports them. A folded conv records where it came from
-(``adn_source``), which gives the exported initializers their stable names.
+(``adn_source``), which gives the exported initializers their stable names, and
+which BatchNorm it absorbed (``adn_bn``, the norm's name in the parent model), which
+the corrected segment export (:mod:`adn_edge.export.corrections`) needs to find the
+statistics of each folded convolution.
 """
 
 from __future__ import annotations
@@ -61,5 +64,6 @@ class Folder:
             twin = self.name_of(bn).endswith(TWIN_SUFFIX)
             suffix = (SKIP_SUFFIX if twin else "") + self.variant
             hit.adn_source = (self.name_of(conv), suffix)  # type: ignore[assignment]
+            hit.adn_bn = self.name_of(bn)  # type: ignore[assignment]
             self._cache[key] = hit
         return hit

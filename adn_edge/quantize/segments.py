@@ -289,10 +289,18 @@ def _static_batch(man: dict[str, Any]) -> int | None:
 
 
 def _segments(man: dict[str, Any]) -> dict[str, Any]:
-    return manifest_mod.segments_record(
+    seg = manifest_mod.segments_record(
         man, " to quantize",
-        " first (segment graphs cannot be recalibrated: export them without --recalibrate), or quantize the "
-        "monolithic graphs: leave --segments out")
+        " first, or quantize the monolithic graphs: leave --segments out")
+    if manifest_mod.segment_corrections(seg) is not None:
+        # Their graphs take per-sub-network correction vectors as inputs; the calibration
+        # here runs each form once per prefix without them, which would mis-size every range.
+        raise AdnError("These segment graphs carry per-sub-network BatchNorm corrections (exported with "
+                       "--segments --recalibrate), which INT8 quantisation of segments does not support yet.",
+                       "Quantize the recalibrated monolithic graphs (`adn-edge quantize DIR --calib ...`, without "
+                       "--segments), or export segments without --recalibrate into another directory to quantize "
+                       "those.")
+    return seg
 
 
 def quantize_segments(directory: str | os.PathLike[str], calib: str | os.PathLike[str],

@@ -140,9 +140,11 @@ def test_export_segments_beside_the_subnets(tmp_path, capsys) -> None:
     assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [2, 3, 40, 40]  # in the twins too
 
 
-def test_export_segments_refuses_recalibration(tiny_ckpt, tmp_path, capsys) -> None:
-    bad(["export", "--random-init", "--arch", "resnet_tiny", "--segments", "--recalibrate", "builtin",
-         "--out", tmp_path / "r"], capsys, "cannot be exported with BatchNorm recalibration", "--out OTHER_DIR")
+def test_export_segments_refuses_mixed_recalibration(tiny_ckpt, tmp_path, capsys) -> None:
+    bad(["export", "--random-init", "--arch", "resnet_tiny", "--correction-threshold", "0.1",
+         "--out", tmp_path / "r"], capsys, "apply to corrected segment graphs only", "--segments --recalibrate")
+    bad(["export", "--random-init", "--arch", "resnet_tiny", "--segments", "--correction-threshold", "0.1",
+         "--out", tmp_path / "r"], capsys, "recalibrated segments only", "--recalibrate DATA")
     assert not (tmp_path / "r").exists()  # refused before the directory was even created
     # A directory of recalibrated graphs: segments (and this export's sub-networks) stay out of it.
     from adn_edge.export import ExportOptions, export

@@ -1,4 +1,4 @@
-"""Segment export options: float16 twins, refusal of recalibration, re-export.
+"""Segment export options: float16 twins, refusal of mixed recalibration, re-export.
 
 The chain/manifest basics (fp32, shared names with the monolithic graphs, the
 ONNX Runtime segmented mode) are in tests/runtime/test_segments.py.
@@ -88,12 +88,17 @@ def test_fp16_parity_failure_writes_nothing(model, tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] in ([], [LOCK])  # the writer lock is all that may exist
 
 
-def test_recalibration_is_refused_before_anything_is_written(model, tmp_path) -> None:
+def test_recalibrated_segments_are_refused_beside_plain_graphs(model, tmp_path) -> None:
+    """Recalibrated (corrected) segments are allowed now (tests/export/test_segment_corrections.py),
+    but not beside un-recalibrated graphs: that would be two models in one directory."""
+    d = tmp_path / "d"
+    export(model, d, ["1111"])
+    before = sorted(p.name for p in d.iterdir()), (d / "manifest.json").read_bytes()
     opts = ExportOptions(recalibration=[torch.randn(4, 3, 32, 32)], recalibration_source="builtin")
-    with pytest.raises(AdnError, match="cannot be exported with BatchNorm recalibration") as e:
-        export_segments(model, tmp_path / "d", options=opts)
-    assert "--out OTHER_DIR" in (e.value.hint or "") and "leave --segments out" in (e.value.hint or "")
-    assert not (tmp_path / "d").exists()
+    with pytest.raises(AdnError, match="without BatchNorm recalibration") as e:
+        export_segments(model, d, options=opts)
+    assert "second, different model" in e.value.message and "--out OTHER_DIR" in (e.value.hint or "")
+    assert (sorted(p.name for p in d.iterdir()), (d / "manifest.json").read_bytes()) == before
 
 
 def test_segments_are_refused_beside_recalibrated_graphs(model, tmp_path) -> None:

@@ -39,6 +39,7 @@ def _edit(d: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 def _open(d: Path, **kw: Any) -> EngineSwitcher:
+    kw.setdefault("segmented", False)  # the monolithic graphs, unless a test asks for the segments
     return EngineSwitcher.open(d, backend="onnxruntime", warmup=False, threads=1, **kw)
 
 

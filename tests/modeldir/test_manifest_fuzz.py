@@ -229,7 +229,8 @@ class Fuzzer:
         try:
             with Reads() as reads:
                 loaded = _attempt(lambda: manifest.load(d), ops, "manifest.load")
-                sw = _attempt(lambda: EngineSwitcher.open(d, backend="onnxruntime", warmup=False, threads=1), ops,
+                sw = _attempt(lambda: EngineSwitcher.open(d, backend="onnxruntime", warmup=False, threads=1,
+                                                          segmented=False), ops,
                               "EngineSwitcher.open")
                 if isinstance(sw, EngineSwitcher):
                     opened.append(("monolithic", sw))

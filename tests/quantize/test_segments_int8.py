@@ -308,3 +308,16 @@ def test_cli_segments_json_and_table(seg_workdir: Path, capsys) -> None:
                             "--segments"], capsys)
     assert rc == 0, err
     assert "INT8 segments" in out and "every prefix" in out and "0101" in out and "int8 top-1" in out
+
+
+def test_corrected_segments_are_refused_until_supported(segmented: Path) -> None:
+    """Segments with per-sub-network corrections (`export --segments --recalibrate`) take
+    correction vectors as inputs, which the prefix calibration does not feed."""
+    from adn_edge.quantize.segments import _segments
+
+    m = manifest.load(segmented)
+    assert _segments(m) is m["segments"]
+    corrected = {**m, "segments": {**m["segments"], "corrections": {"reference": "checkpoint"}}}
+    with pytest.raises(AdnError, match="BatchNorm corrections") as e:
+        _segments(corrected)
+    assert "without --segments" in (e.value.hint or "")

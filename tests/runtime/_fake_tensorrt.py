@@ -996,7 +996,7 @@ class IExecutionContext(_TrtObject):
         self._nvtx = v
 
     def execute_async_v3(self, stream_handle: int) -> bool:
-        rt, gpu, engine = self._rt, self._rt.gpu, self._engine
+        gpu, engine = self._rt.gpu, self._engine
         names = [t[0] for t in engine._io]
         if set(names) - set(self._addresses):
             return self._error(f"enqueueV3: addresses not set for {sorted(set(names) - set(self._addresses))}")

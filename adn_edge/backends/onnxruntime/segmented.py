@@ -85,15 +85,21 @@ spinning after its part finished, the idle spinners of the previous parts compet
 with the running part for the cores (ResNet50-ADN at 2 threads on 2 cores: ~4x
 slower than monolithic)."""
 
-SEGMENT_CPU_DEFAULTS: dict[str, Any] = {}
-"""Further defaults on the CPU execution provider (see :data:`SEGMENT_DEFAULTS`)."""
+SEGMENT_CPU_DEFAULTS: dict[str, Any] = {"graph_optimization": "all", "share_weights": False, "prepack": True}
+"""Further defaults on the CPU execution provider. Each segment form's weights live in
+one session only, so there is nothing to share and ONNX Runtime's full optimisation
+(the NCHWc layout, pre-packed GEMM weights: per-session copies that make 16
+monolithic sessions 6x larger) costs no extra memory: as fast as monolithic ``all``
+at the memory of shared monolithic graphs (``benchmarks/bench_cpu_modes.py``)."""
 
 
-def segment_defaults(options: dict[str, Any]) -> dict[str, Any]:
+def segment_defaults(options: dict[str, Any], sharing: bool = False) -> dict[str, Any]:
     """``options`` completed with the measured defaults of segment sessions (explicit
-    options always win)."""
+    options always win). ``sharing`` (``check_sharing=True``: the caller wants weights
+    shared, and proven so) keeps ONNX Runtime's sharing configuration instead of the
+    CPU defaults, which share nothing."""
     device = str(options.get("device", "auto")).lower()
-    cpu = device == "cpu" or (device == "auto" and not cuda_available())
+    cpu = not sharing and (device == "cpu" or (device == "auto" and not cuda_available()))
     return {**SEGMENT_DEFAULTS, **(SEGMENT_CPU_DEFAULTS if cpu else {}), **options}
 
 
@@ -132,11 +138,21 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         if self.precision == "int8":
             # As the monolithic backend: integer kernels need their pre-packed weights.
             factory_options.setdefault("prepack", True)
-        self.factory = SessionFactory(**segment_defaults(factory_options))
+        self.factory = SessionFactory(**segment_defaults(factory_options, sharing=check_sharing))
         self._chain: list[dict[str, tuple[Any, str, str]]] = []
         self._used: list[dict[str, set[str]]] = []
         self.file_bytes = 0
+        corrected = manifest_mod.segment_corrections(seg)
+        self.corrections = None if corrected is None else \
+            {k: corrected.get(k) for k in ("reference", "threshold", "data", "samples")}
+        # Corrected segments (export --segments --recalibrate): per (part, code prefix),
+        # the BatchNorm corrections each graph takes as inputs besides the activation.
+        self._corr: list[dict[str, dict[str, np.ndarray]]] | None = None
+        self._corr_values: list[dict[str, dict[str, Any]]] | None = None
+        extra_inputs: dict[tuple[int, str], list[str]] = {}
+        shapes: dict[str, list[Any]] = {}
         with opening(self):
+            arrays = manifest_mod.read_segment_corrections(self.directory, seg)
             for part in seg["parts"]:
                 forms, used = {}, {}
                 for flag, kind in SEGMENT_KINDS.items():
@@ -148,14 +164,31 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
                     used[flag] = set(names)
                     ins = [i.name for i in sess.get_inputs()]
                     outs = [o.name for o in sess.get_outputs()]
-                    if ins != [part["input"]] or outs != [part["output"]]:
-                        raise AdnError(f"{rec['path']} has inputs {ins} and outputs {outs}, but the manifest "
+                    extra = [n for n in ins if n != part["input"]]
+                    if part["input"] not in ins or outs != [part["output"]] or (extra and corrected is None):
+                        why = " (correction inputs, but the manifest lists no corrections)" if extra else ""
+                        raise AdnError(f"{rec['path']} has inputs {ins} and outputs {outs}{why}, but the manifest "
                                        f"describes {part['input']!r} -> {part['output']!r}.",
                                        "Re-export the segments.")
+                    extra_inputs[(int(part["index"]), flag)] = extra
+                    shapes.update({i.name: list(i.shape) for i in sess.get_inputs() if i.name in extra})
                     forms[flag] = (sess, part["input"], part["output"])
                 self._chain.append(forms)
                 self._used.append(used)
+            if corrected is not None:
+                where = corrected["file"]["path"]
+                self._corr = manifest_mod.correction_feeds(arrays, len(self._chain), extra_inputs, where)
+                for per in self._corr:
+                    for prefix, feed in per.items():
+                        bad = [n for n, a in feed.items() if list(a.shape) != shapes[n]]
+                        if bad:
+                            raise AdnError(f"{where}: the corrections {bad[:3]} of the sub-networks starting "
+                                           f"{prefix} do not have the shapes the segment graphs take "
+                                           f"({[shapes[n] for n in bad[:3]]}).", "Re-export the segments.")
         self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
+        if self._corr is not None:
+            self._corr_values = [{p: {n: self._ortvalue(a) for n, a in feed.items()} for p, feed in per.items()}
+                                 for per in self._corr]
         if check_sharing and not self.verify_sharing()["ok"]:
             probe = self.sharing_probe
             self.close()
@@ -163,22 +196,48 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
 
     def _run_chunk(self, code: str, batch: np.ndarray, run_options: Any, own: bool) -> np.ndarray:
         chain = self._chain
+        corr, corr_values = self._corr, self._corr_values
         if run_options is not None and self.factory.device == "cpu":
             # An arena-shrinking run (a small batch): every hand-over in our own buffers,
             # so that each part's shrink finds the arena empty (OrtValues would pin it).
             x = batch
             for k in range(len(chain)):
                 sess, in_name, out_name = chain[k][code[k]]
-                x = run_into_own_buffer(sess, in_name, x, out_name, run_options)
+                if corr is None:
+                    x = run_into_own_buffer(sess, in_name, x, out_name, run_options)
+                else:
+                    x = self._run_own(sess, {in_name: x, **corr[k][code[:k + 1]]}, out_name, run_options)
             return x
         value = self._ortvalue(batch)
         last = len(chain) - 1
         for k in range(last + 1):
             sess, in_name, out_name = chain[k][code[k]]
+            feed = {in_name: value} if corr_values is None else {in_name: value, **corr_values[k][code[:k + 1]]}
             if k == last and own:  # the logits the caller keeps must not pin the arena
-                return run_into_own_buffer(sess, in_name, value, out_name, run_options)
-            value = sess.run_with_ort_values([out_name], {in_name: value}, run_options)[0]
+                if corr_values is None:
+                    return run_into_own_buffer(sess, in_name, value, out_name, run_options)
+                return self._run_own(sess, feed, out_name, run_options)
+            value = sess.run_with_ort_values([out_name], feed, run_options)[0]
         out: np.ndarray = value.numpy()
+        return out
+
+    def _run_own(self, sess: Any, feed: dict[str, Any], out_name: str, run_options: Any) -> np.ndarray:
+        """:func:`~.sessions.run_into_own_buffer` for a graph with correction inputs
+        besides the activation (numpy arrays or OrtValues, the activation first)."""
+        out_meta = next(o for o in sess.get_outputs() if o.name == out_name)
+        dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(out_meta.type)
+        rest = list(out_meta.shape[1:])
+        values = {n: self._ortvalue(v) if isinstance(v, np.ndarray) else v for n, v in feed.items()}
+        if dtype is None or not all(isinstance(d, int) for d in rest):
+            value = sess.run_with_ort_values([out_name], values, run_options)[0]
+            return np.array(value.numpy(), copy=True)
+        first = next(iter(values.values()))
+        out = np.empty([int(first.shape()[0]), *rest], dtype=dtype)
+        binding = sess.io_binding()
+        for name, v in values.items():
+            binding.bind_ortvalue_input(name, v)
+        binding.bind_output(out_name, "cpu", 0, dtype, list(out.shape), out.ctypes.data)
+        sess.run_with_iobinding(binding, run_options)
         return out
 
     def verify_sharing(self, names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -203,8 +262,10 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["segments"] = len(self._chain) * 2
+        d["segment_corrections"] = self.corrections
         return d
 
     def _drop_sessions(self) -> None:
         for forms in getattr(self, "_chain", []):
             forms.clear()
+        self._corr_values = None

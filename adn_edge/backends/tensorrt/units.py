@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adn_edge.errors import AdnError
-from adn_edge.modeldir.manifest import SEGMENT_KINDS, segments_record
+from adn_edge.modeldir.manifest import SEGMENT_KINDS, segment_corrections, segments_record
 from adn_edge.modeldir.names import segment_key
 
 
@@ -67,6 +67,16 @@ def segment_units(manifest: dict[str, Any]) -> list[Unit]:
     Engine records live beside the graphs: ``segments.parts[k].engines[kind][precision]``.
     """
     seg = segments_record(manifest, " to build", " (or build the monolithic sub-networks: leave --segments out)")
+    corrections = segment_corrections(seg)
+    if corrections is not None:
+        raise AdnError(
+            "These segment graphs were exported with BatchNorm recalibration (data: "
+            f"{corrections.get('data')!r}): each takes per-sub-network correction vectors as extra inputs "
+            f"({corrections['file']['path']}), which the segmented TensorRT engines are not fed, so engines built "
+            "from them would compute wrong results for every sub-network.",
+            "Build the recalibrated monolithic engines instead (`adn-edge build DIR` without --segments, from "
+            "`adn-edge export CHECKPOINT --recalibrate DATA`), or export the segments without --recalibrate into "
+            "another directory and build those with --segments (ONNX Runtime runs these corrected segments).")
     units = []
     for part in seg["parts"]:
         k = int(part["index"])

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from adn_edge.backends.tensorrt.build import build_directory
-from adn_edge.errors import AdnError
 from adn_edge.modeldir import manifest
 from tests.runtime import _fake_tensorrt as fake
 
