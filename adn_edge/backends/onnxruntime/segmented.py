@@ -6,16 +6,17 @@ instead of 2^S. Running code ``c`` chains part k in form ``c[k]`` for every k, s
 all 2^S sub-networks are available from 2*S sessions, weights shared across them
 the same way as the monolithic backend does.
 
-When to use which (``benchmarks/bench_switcher.py``, ResNet50-ADN, CPU, batch 1):
+When to use which (``benchmarks/bench_cpu_modes.py``, ResNet50-ADN, CPU, batch 1,
+2-core AMD EPYC; table in README "Results"):
 
-* Segments cost ~1 % latency (median over the 16 sub-networks; -6 .. +16 % per
-  sub-network on a noisy shared host): a graph boundary per stage means no fusion
-  across it and one activation hand-over, small next to a ResNet stage.
-* With ONNX Runtime, monolithic graphs share their weights anyway (16 graphs:
-  198 MB resident), so segments save little (184 MB). Without weight sharing the
-  difference is the whole point: 1747 MB monolithic against 265 MB segmented.
-  The 8 segment graphs hold 163 MB of weights, 144 MB distinct (1.5x one model,
-  vs 1301 MB in the 16 monolithic graphs).
+* On ONNX Runtime's CPU provider segments are the default (``EngineSwitcher.open``'s
+  ``default_segmented``): each form's weights live in one session, so the full
+  optimisation level (NCHWc, pre-packing: per-session weight copies) costs nothing
+  extra. Segments at ``all``: 1.04x the latency of monolithic graphs at ``all`` at 1
+  thread, 192 MB with all 16 sub-networks open, against 1344 MB for 16 monolithic
+  ``all`` sessions and 208 MB for 16 weight-sharing ``extended`` ones (1.2-1.3x slower).
+* A graph boundary per stage means no fusion across it and one activation hand-over,
+  small next to a ResNet stage.
 * Segments pay off where weights cannot be shared across graphs: TensorRT engines
   embed theirs, so 2^S monolithic engines hold 2^S copies while the 2*S segment
   engines (``adn-edge build --segments``, run by ``tensorrt-segmented`` in
@@ -77,16 +78,9 @@ def files_key(seg: dict[str, Any], precision: str | None) -> str:
     return key
 
 
-SEGMENT_DEFAULTS: dict[str, Any] = {"spinning": False}
-"""Factory options of segment sessions unless given (``benchmarks/bench_cpu_modes.py``
-measured them, table in README "Results"). ``spinning=False``: a chain runs S
-sessions one after the other, and with each session's own intra-op pool left
-spinning after its part finished, the idle spinners of the previous parts compete
-with the running part for the cores (ResNet50-ADN at 2 threads on 2 cores: ~4x
-slower than monolithic)."""
-
 SEGMENT_CPU_DEFAULTS: dict[str, Any] = {"graph_optimization": "all", "share_weights": False, "prepack": True}
-"""Further defaults on the CPU execution provider. Each segment form's weights live in
+"""Defaults of segment sessions on the CPU execution provider (explicit options win;
+measured by ``benchmarks/bench_cpu_modes.py``, README "Results"). Each segment form's weights live in
 one session only, so there is nothing to share and ONNX Runtime's full optimisation
 (the NCHWc layout, pre-packed GEMM weights: per-session copies that make 16
 monolithic sessions 6x larger) costs no extra memory: as fast as monolithic ``all``
@@ -100,7 +94,7 @@ def segment_defaults(options: dict[str, Any], sharing: bool = False) -> dict[str
     CPU defaults, which share nothing."""
     device = str(options.get("device", "auto")).lower()
     cpu = not sharing and (device == "cpu" or (device == "auto" and not cuda_available()))
-    return {**SEGMENT_DEFAULTS, **(SEGMENT_CPU_DEFAULTS if cpu else {}), **options}
+    return {**(SEGMENT_CPU_DEFAULTS if cpu else {}), **options}
 
 
 def cuda_available() -> bool:

@@ -36,6 +36,17 @@ it ends (:meth:`SessionFactory.shrink_options`, the run option
 chunks (:mod:`.runner`), so no input can grow it past what ``max_batch`` needs.
 Small batches, a control loop's, keep their arena warm and pay nothing.
 
+Threads: every session has its own intra-op pool, whose threads by default keep
+spinning for a while after their run ends. A switcher runs one session after another
+(a segment chain: S per inference; a control loop alternating sub-networks), and
+the previous session's spinners then compete with the running one for the cores:
+ResNet50-ADN at 2 threads on 2 cores ran 1.9-2.4x slower than one session alone
+(segments 186 ms instead of 55, monolithic super/base alternating 93 instead of 56;
+``benchmarks/bench_cpu_modes.py``). ``spinning=False`` (the default) makes idle
+threads sleep: as fast as a lone session at 1 and 2 threads. ``thread_pool="global"``
+(one pool for the process) is as fast or slightly faster (INT8 segments: 19 vs 23
+ms) but process-wide and fixed by its first user, so it stays an option.
+
 glibc keeps the memory ONNX Runtime frees after loading in its heap; :func:`opening`
 hands it back once all sessions exist (``malloc_trim``, ~60-100 MB for ResNet-50).
 :func:`perturbation_probe` proves the sharing instead of assuming it: it perturbs
@@ -204,7 +215,7 @@ class SessionFactory:
 
     def __init__(self, *, device: str | int = "auto", threads: int | None = None, thread_pool: str = "session",
                  graph_optimization: str = "extended", prepack: bool = False, share_weights: bool = True,
-                 share_arena: bool = True, spinning: bool = True) -> None:
+                 share_arena: bool = True, spinning: bool = False) -> None:
         ort = self.ort = _import_ort()
         if graph_optimization not in OPT_LEVELS:
             raise AdnError(f"graph_optimization must be one of {', '.join(OPT_LEVELS)}, not {graph_optimization!r}.")
@@ -291,7 +302,7 @@ class SessionFactory:
                 so.intra_op_num_threads = self.threads
                 so.inter_op_num_threads = 1
             if not self.spinning:
-                # Idle pool threads sleep instead of spinning; see SPINNING in the segmented backend.
+                # Idle pool threads sleep instead of spinning (see the module docstring).
                 so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not self.prepack:
             so.add_session_config_entry("session.disable_prepacking", "1")
