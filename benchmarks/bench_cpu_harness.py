@@ -5,6 +5,11 @@ Issue 4's floor: it finishes in <= 5 minutes on 2 cores with default settings
 graphs first (random well-conditioned weights; latency does not depend on them),
 then runs exactly what the CLI runs, and records the wall time and the report.
 
+Threads are the bench's CPU default (:func:`adn_edge.bench.threads.default_cpu_threads`:
+usable CPUs - 1, at least 1, chosen by ``benchmarks/bench_timing_noise.py``), recorded
+per mode with the 1-minute load average before and after: a run on a busy machine is
+marked as such instead of passing for a measurement.
+
     python benchmarks/bench_cpu_harness.py [--arch resnet50] [--out DIR]
 
 Writes benchmarks/results/bench_cpu_<arch>.json (the bench report plus timing).
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -42,17 +48,24 @@ def main() -> None:
     # ONNX Runtime's fastest settings (per-session optimised graphs, weights not shared).
     for mode, backend_options in (("shared-weights (default)", {}),
                                   ("fast", {"graph_optimization": "all", "share_weights": False, "prepack": True})):
+        load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
         report = run_bench(out, BenchOptions(device="cpu", backend_options=backend_options))
         wall = time.perf_counter() - t0
+        load_after = os.getloadavg()[0]
         rows = {c: {"p50": e["latency_ms"]["p50"], "p99": e["latency_ms"]["p99"], "cv": e["latency_cv"],
                     "iterations": e["iterations"], "gmacs": e["gmacs"]} for c, e in report["subnets"].items()}
-        print(f"-- {mode}: -O {backend_options}")
+        threads = report["settings"]["threads"]
+        print(f"-- {mode}: -O {backend_options}, {threads} thread(s) ({report['settings'].get('threads_rule') or 'asked'}), "
+              f"load average {load_before:.2f} -> {load_after:.2f}")
         for c, r in rows.items():
             print(f"{c}  {r['gmacs']:.3f} GMACs  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms  "
                   f"cv {100 * r['cv']:4.1f}%  n={r['iterations']}")
         print(f"whole bench (16 sub-networks, defaults): {wall:.1f} s")
+        if report.get("noise", {}).get("text"):
+            print(report["noise"]["text"])
         results[mode] = {"backend_options": backend_options, "wall_s": round(wall, 1), "summary": rows,
+                         "threads": threads, "loadavg_1min": [round(load_before, 2), round(load_after, 2)],
                          "report": report}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"bench_cpu_{args.arch}.json"

@@ -11,28 +11,47 @@ what is deployed. Order of work, chosen so that numbers can be trusted:
    give >= 20 samples;
 3. each call is timed on the host clock around ``infer`` (inputs in, logits out:
    copies included, as a control loop sees it);
-4. the machine state (clocks, power mode, versions) goes into the report.
+4. with ``hz`` (``adn-edge bench --hz N``), each sub-network is timed a second time in
+   a *paced* loop, one call every 1/N s with the thread asleep in between, which is
+   what a robot's control loop does. Caches, branch predictors, the CPU's clock and
+   ONNX Runtime's thread pool cool down while it sleeps, so a paced call is often
+   slower than a call of the back-to-back (hot) loop; budgets for a loop at N Hz
+   should come from the paced numbers (the governor and ``examples/robot_loop.py``
+   use them when the report has them). Deadline misses (calls slower than the
+   deadline, by default the period 1/N) are counted in both loops;
+5. the machine state (clocks, power mode, versions, load) goes into the report, and
+   unstable timings are summarised once, with advice for this device
+   (:mod:`adn_edge.bench.noise`).
+
+CPU threads: ``--threads`` not given on ``--device cpu`` means
+:func:`adn_edge.bench.threads.default_cpu_threads` (usable CPUs - 1, at least 1),
+chosen by measurement (``benchmarks/bench_timing_noise.py``); the report records
+the count used (``settings.threads``, ``settings.threads_rule``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from adn_edge import subnet as subnet_mod
 from adn_edge.bench import report as report_mod
-from adn_edge.bench.machine import machine_state
+from adn_edge.bench.machine import load_probe, machine_state, other_load
+from adn_edge.bench.noise import summary as noise_summary
 from adn_edge.bench.stats import CV_WARN, latency_stats
+from adn_edge.bench.threads import RULE, default_cpu_threads
 from adn_edge.errors import AdnError
 from adn_edge.modeldir import ModelDir, open_dir
 from adn_edge.modeldir import manifest as manifest_mod
 from adn_edge.modeldir.lock import writing
-from adn_edge.modeldir.results import identity, load_accuracy
+from adn_edge.modeldir.results import find_eval, identity, load_accuracy
 
 DEVICES = ("orin", "cuda", "cpu")
 Iterate = Callable[[Sequence[str], str], Any]
@@ -65,13 +84,18 @@ class BenchOptions:
     """Run every sub-network as its chain of segment graphs (``export --segments``),
     as a switcher opened with ``segmented=True`` does; reported apart
     (``bench-<device>-segmented.json``)."""
+    hz: float | None = None
+    """Also time a paced loop at this rate (one call every 1/hz s, sleeping between)."""
+    paced_iterations: int | None = None
+    """Timed calls of the paced loop per sub-network (default: ``iterations``)."""
+    deadline_ms: float | None = None
+    """Deadline per inference for the miss counts (default: the period, 1000/hz ms)."""
 
 
 def _check(opts: BenchOptions) -> None:
     """Refuse impossible options before anything is loaded. Times must be finite: a NaN
     compares false with everything, so ``--duration nan`` used to pass every check and
     end up as ``NaN`` in the report (which then is not JSON); ``inf`` never ends."""
-    import math
 
     from adn_edge.fileio import check_threads
 
@@ -80,6 +104,18 @@ def _check(opts: BenchOptions) -> None:
     for name in ("batch", "iterations"):
         if getattr(opts, name) < 1:
             raise AdnError(f"--{name} must be at least 1, not {getattr(opts, name)}.")
+    if opts.paced_iterations is not None and opts.paced_iterations < 1:
+        raise AdnError(f"--paced-iterations must be at least 1, not {opts.paced_iterations}.")
+    for flag, value in (("--hz", opts.hz), ("--deadline-ms", opts.deadline_ms)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise AdnError(f"{flag} must be a finite number above 0, not {value!r}.",
+                           "For a 10 Hz control loop: --hz 10.")
+    if opts.deadline_ms is not None and opts.hz is None:
+        raise AdnError("--deadline-ms counts deadline misses of the paced loop, which only runs with --hz.",
+                       "Add --hz N (the loop rate), e.g. --hz 10 --deadline-ms 50.")
+    if opts.hz is not None and opts.hz > 10_000:
+        raise AdnError(f"--hz {opts.hz:g} is not a control-loop rate: above 10 kHz the loop hardly sleeps, and "
+                       "the paced loop would time what the hot loop times.", "Use the rate of your loop, e.g. --hz 30.")
     if opts.warmup_iters < 0:
         raise AdnError(f"--warmup must not be negative, not {opts.warmup_iters}.")
     for flag, value, positive in (("--duration", opts.duration_s, False), ("--warmup-seconds", opts.warmup_s, False),
@@ -107,9 +143,25 @@ def resolve_backend(opts: BenchOptions, m: dict[str, Any]) -> tuple[str, dict[st
     options: dict[str, Any] = {}
     if name in ("onnxruntime", "torch"):
         options["device"] = "cpu" if opts.device == "cpu" else "cuda"
-        if opts.threads:
-            options["threads"] = opts.threads
+        threads = bench_threads(opts, name)
+        if threads:
+            options["threads"] = threads
     return name, {**options, **opts.backend_options}
+
+
+def bench_threads(opts: BenchOptions, backend: str) -> int | None:
+    """CPU threads the bench gives ``backend``: ``--threads``, else on ``--device cpu`` the
+    rule of :mod:`adn_edge.bench.threads` (usable CPUs - 1, at least 1); None (the
+    library's default) on GPUs and for backends without CPU threads. A ``threads``
+    backend option (``-O threads=N``) wins over both."""
+    if "threads" in opts.backend_options:
+        value = opts.backend_options["threads"]
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if opts.threads:
+        return opts.threads
+    if opts.device == "cpu" and backend in ("onnxruntime", "torch"):
+        return default_cpu_threads()
+    return None
 
 
 def time_calls(call: Callable[[], Any], iterations: int, min_s: float, warmup_iters: int,
@@ -130,6 +182,52 @@ def time_calls(call: Callable[[], Any], iterations: int, min_s: float, warmup_it
     return times, t0, time.perf_counter()
 
 
+def time_paced(call: Callable[[], Any], iterations: int, hz: float,
+               sleep: Callable[[float], None] = time.sleep) -> tuple[list[float], int]:
+    """Time ``iterations`` calls at ``hz``: each tick starts 1/hz s after the previous one
+    started, and the thread sleeps in between, as a control loop does. Returns
+    (per-call seconds, ticks that started late because the previous call overran its
+    period; the schedule then restarts from now instead of bursting to catch up).
+    The first tick comes one period after the call, so even it follows an idle gap."""
+    period = 1.0 / hz
+    times: list[float] = []
+    late = 0
+    next_tick = time.perf_counter() + period
+    for _ in range(iterations):
+        delay = next_tick - time.perf_counter()
+        if delay > 0:
+            sleep(delay)
+        a = time.perf_counter()
+        call()
+        b = time.perf_counter()
+        times.append(b - a)
+        next_tick += period
+        if b > next_tick:  # overran into the next period: that tick starts late, the schedule restarts
+            late += 1
+            next_tick = b
+    return times, late
+
+
+def paced_result(paced_s: Sequence[float], hot_s: Sequence[float], late: int, hz: float, deadline_ms: float,
+                 batch: int, cv_threshold: float, hot_p99_ms: float) -> dict[str, Any]:
+    """A sub-network's ``paced`` block: the paced loop's latency statistics, and the
+    deadline misses of both loops at ``deadline_ms``."""
+    stats = latency_stats(paced_s, batch=batch, cv_threshold=cv_threshold)
+    block: dict[str, Any] = {
+        "hz": hz, "deadline_ms": round(deadline_ms, 4), "iterations": stats.iterations,
+        "latency_ms": {k: round(v, 4) for k, v in stats.latency_ms().items()},
+        "latency_cv": round(stats.cv, 5),
+        "deadline_misses": int(sum(1 for t in paced_s if t * 1e3 > deadline_ms)),
+        "hot_deadline_misses": int(sum(1 for t in hot_s if t * 1e3 > deadline_ms)),
+        "hot_iterations": len(hot_s),
+        "over_hot_p99": int(sum(1 for t in paced_s if t * 1e3 > hot_p99_ms)),
+        "late_ticks": late,
+    }
+    if stats.warning:
+        block["warning"] = stats.warning
+    return block
+
+
 def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, iterate: Iterate | None = None,
               write: bool = True) -> dict[str, Any]:
     """Benchmark the sub-networks of a model directory; returns the report (and writes it)."""
@@ -145,6 +243,9 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
         power_source("none")
     backend, backend_opts = resolve_backend(opts, m)
     iterate = iterate or (lambda items, _desc: items)
+    threads = backend_opts.get("threads")
+    load_start = _loadavg()
+    probe = load_probe()
     with source:
         t_idle0 = source.now()
         idle = None
@@ -189,27 +290,49 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
                     dev = latency_stats([t / 1e3 for t in device_ms[-len(times):]], batch=opts.batch)
                     extra["device_ms"] = {k: round(v, 4) for k, v in dev.latency_ms().items()}
                     extra["host_overhead_ms"] = round(stats.latency_ms()["p50"] - dev.latency_ms()["p50"], 4)
+                if opts.hz:
+                    paced_s, late = time_paced(call, opts.paced_iterations or opts.iterations, opts.hz)
+                    extra["paced"] = paced_result(paced_s, times, late, opts.hz, opts.deadline_ms or 1000.0 / opts.hz,
+                                                  opts.batch, opts.cv_threshold, stats.p99_ms)
                 results[code] = report_mod.subnet_result(stats, energy, skip_cfg=subnet_mod.to_skip_cfg(code),
                                                          gmacs=entry.get("gmacs"), **extra)
+            competing = other_load(probe, load_probe())  # what else ran while this was timed
             describe = sw.describe()
             precision = getattr(engine, "precision", None)  # what ran, whether asked for or the default
         finally:
             sw.close()
         power = report_mod.power_block(source.describe(), idle)
-    accuracy = load_accuracy(directory, m, precision=opts.precision, segmented=opts.segmented)
+    accuracy, accuracy_source = accuracy_for(directory, m, precision, opts)
     if accuracy:
         for code, entry in results.items():
             entry["accuracy"] = accuracy.get(code)
-    device = machine_state(opts.device, threads=opts.threads)
+    device = machine_state(opts.device, threads=threads)
+    if isinstance(device.get("cpu"), dict):
+        device["cpu"]["loadavg_start"] = load_start
+        device["cpu"]["other_load"] = competing
+    settings = {**asdict(opts), "subnets": codes, "threads": threads,
+                "threads_rule": RULE if threads is not None and not opts.threads
+                and "threads" not in opts.backend_options else None}
+    extra_blocks: dict[str, Any] = {"accuracy_source": accuracy_source}
+    if opts.hz:
+        deadline = opts.deadline_ms or 1000.0 / opts.hz
+        extra_blocks["paced"] = {
+            "hz": opts.hz, "period_ms": round(1000.0 / opts.hz, 4), "deadline_ms": round(deadline, 4),
+            "iterations": opts.paced_iterations or opts.iterations,
+            "timing": "one call every 1/hz s (the thread sleeps in between), timed like the hot loop; "
+                      "deadline_misses: calls slower than deadline_ms; over_hot_p99: paced calls slower than "
+                      "the hot loop's p99"}
     report = report_mod.make_report(
         device=device, backend=backend, segmented=opts.segmented, precision=precision, batch=opts.batch, power=power,
         subnets=results,
         model={"arch": m["arch"], "directory": str(directory), "num_stages": m["num_stages"],
                "input_shape": shape, "precision": opts.precision},
-        settings={**asdict(opts), "subnets": codes}, runtime=describe, identity=identity(m, codes),
+        settings=settings, runtime=describe, identity=identity(m, codes),
         timing="host wall-clock around EngineSwitcher.infer (input copy-in and logits copy-out included); "
                "on GPUs also device_ms, CUDA events around the compute",
+        **extra_blocks,
     )
+    report["noise"] = noise_summary(report, opts.cv_threshold)
     if write:
         with writing(directory, "bench"):  # measured on these graphs: written only if they are still these
             if manifest_mod.load(directory).get("source") != m.get("source"):
@@ -219,3 +342,33 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
             path = report_mod.write_report(report, directory)
             report_mod.write_csv(report, path.with_suffix(".csv"))
     return report
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def accuracy_for(directory: Path, m: dict[str, Any], ran: str | None,
+                 opts: BenchOptions) -> tuple[dict[str, float] | None, dict[str, Any] | None]:
+    """Accuracies to copy into the report, and where they came from. The evaluation must
+    describe the precision that ran: an INT8 run never gets FP32 accuracies (INT8 can
+    lose points that FP32 keeps); FP16 and FP32 stand in for each other."""
+    from adn_edge.fileio import read_json
+
+    precision = (ran or opts.precision or "fp32").lower()
+    path = find_eval(Path(directory), precision, opts.segmented)
+    if path is None:
+        return None, None
+    record = read_json(path, "evaluation results")
+    evaluated = str((record.get("precision") if isinstance(record, dict) else None) or "fp32").lower()
+    source: dict[str, Any] = {"file": path.name, "precision": evaluated,
+                              "dataset": record.get("dataset") if isinstance(record, dict) else None,
+                              "split": record.get("split") if isinstance(record, dict) else None, "metric": "top1"}
+    if evaluated != precision and "int8" in (evaluated, precision):
+        source["note"] = (f"{path.name} evaluated {evaluated} graphs and this run timed {precision}: its accuracies "
+                          f"were not attached (`adn-edge eval DIR --precision {precision}` measures them)")
+        return None, source
+    return load_accuracy(directory, m, precision=precision, segmented=opts.segmented, path=path), source

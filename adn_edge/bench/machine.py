@@ -266,15 +266,56 @@ def cgroup_cpu_quota(root: Path = Path("/")) -> float | None:
 
 
 def cpu_state(root: Path = Path("/"), threads: int | None = None) -> dict[str, Any]:
-    """CPU model, cores, threads the benchmark used, governor and container quota."""
+    """CPU model, cores, threads the benchmark used, governor, container quota and the
+    1-minute load average (of this machine; None when ``root`` is a fake tree)."""
     info = parse_cpuinfo(_read(root, "proc/cpuinfo"))
     governor = _read(root, "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     affinity = _try(lambda: len(os.sched_getaffinity(0)))
+    load = _try(os.getloadavg) if root == Path("/") else None  # other load: the first suspect of noisy timings
     return {"model": info["model"] or platform.processor() or platform.machine() or None,
             "arch": platform.machine() or None,
             "logical_cpus": os.cpu_count(), "physical_cores": info["physical_cores"],
             "usable_cpus": affinity, "cgroup_quota_cpus": cgroup_cpu_quota(root),
-            "threads": threads, "governor": governor.strip() if governor else None}
+            "threads": threads, "governor": governor.strip() if governor else None,
+            "loadavg": round(load[0], 2) if load else None}
+
+
+def load_probe(root: Path = Path("/")) -> dict[str, float] | None:
+    """A snapshot for :func:`other_load`: the machine's busy and stolen CPU seconds
+    (``/proc/stat``) and this process's own CPU seconds (all its threads). None where
+    ``/proc/stat`` cannot be read."""
+    import time
+
+    text = _read(root, "proc/stat")
+    first = (text or "").splitlines()[:1]
+    fields = first[0].split() if first else []
+    if len(fields) < 5 or fields[0] != "cpu":
+        return None
+    try:
+        ticks = [int(v) for v in fields[1:]]
+        hz = float(os.sysconf("SC_CLK_TCK"))
+    except (ValueError, OSError):
+        return None
+    ticks += [0] * (8 - len(ticks))
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    own = os.times()
+    return {"wall": time.monotonic(), "busy": (user + nice + system + irq + softirq) / hz, "steal": steal / hz,
+            "own": own.user + own.system}
+
+
+def other_load(start: dict[str, float] | None, end: dict[str, float] | None) -> dict[str, float] | None:
+    """CPUs kept busy by *other* processes between two :func:`load_probe` snapshots
+    (machine busy time minus this process's own), and CPUs taken by the hypervisor
+    (``steal``). Unlike the load average, which lags a minute and counts the benchmark
+    itself, this says what competed with the measurement while it ran."""
+    if not start or not end:
+        return None
+    wall = end["wall"] - start["wall"]
+    if wall <= 0:
+        return None
+    other = max(0.0, (end["busy"] - start["busy"]) - (end["own"] - start["own"])) / wall
+    return {"other_cpus": round(other, 2), "steal_cpus": round(max(0.0, end["steal"] - start["steal"]) / wall, 2),
+            "seconds": round(wall, 1)}
 
 
 # -- everything -------------------------------------------------------------------------

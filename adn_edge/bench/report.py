@@ -118,6 +118,14 @@ def _rows(report: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     for code, e in report["subnets"].items():
         row: dict[str, Any] = {"code": code}
         row.update({f"latency_{k}_ms": v for k, v in e["latency_ms"].items()})
+        paced = e.get("paced")
+        if isinstance(paced, Mapping):  # --hz: the paced loop's figures beside the hot loop's
+            row.update({f"paced_{k}_ms": v for k, v in (paced.get("latency_ms") or {}).items() if k in ("p50", "p99")})
+            row.update({f"paced_{k}": paced.get(k) for k in ("latency_cv", "deadline_misses", "hot_deadline_misses",
+                                                             "over_hot_p99")})
+            for k in row:
+                if k.startswith("paced_") and k not in extra_keys:
+                    extra_keys.append(k)
         for k, v in e.items():
             if k == "latency_ms" or isinstance(v, (dict, list)):
                 continue
@@ -167,8 +175,14 @@ def render_table(report: Mapping[str, Any]) -> Any:
     caption = (f"power: {pw['source']} rail {pw.get('rail')}, idle {_fmt(pw.get('idle_w'))} W, "
                f"interval {_fmt(pw.get('interval_ms'), 0)} ms" if measured else NOT_MEASURED)
     caption = "latency in ms; " + ("energy per inference in mJ, n = power samples; " if measured else "") + caption
+    paced = report.get("paced")
+    if paced:
+        caption += (f"; paced: one call every {paced['period_ms']:g} ms ({paced['hz']:g} Hz), sleeping between; "
+                    f"miss = calls over {paced['deadline_ms']:g} ms, paced / hot loop")
     t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     cols = ["code", "mean", "p50", "p99", "cv%", "img/s"]
+    if paced:
+        cols += ["paced p50", "paced p99", "paced cv%", "miss"]
     if measured:
         cols += ["W", "mJ", "mJ>idle", "n"]
     for i, c in enumerate(cols):
@@ -178,6 +192,12 @@ def render_table(report: Mapping[str, Any]) -> Any:
         cv = e.get("latency_cv")
         row = [code + (" !" if e.get("warning") else ""), _fmt(lat["mean"], 3), _fmt(lat["p50"], 3),
                _fmt(lat["p99"], 3), _fmt(cv * 100 if cv is not None else None, 1), _fmt(e["throughput_ips"], 1)]
+        if paced:
+            p = e.get("paced") or {}
+            plat = p.get("latency_ms") or {}
+            pcv = p.get("latency_cv")
+            row += [_fmt(plat.get("p50"), 3), _fmt(plat.get("p99"), 3), _fmt(pcv * 100 if pcv is not None else None, 1),
+                    f"{_fmt(p.get('deadline_misses'))}/{_fmt(p.get('hot_deadline_misses'))}"]
         if measured:
             row += [_fmt(e["power_w"]), _fmt(e["energy_mj"]), _fmt(e["energy_above_idle_mj"]),
                     _fmt(e["power_samples"])]
@@ -186,9 +206,26 @@ def render_table(report: Mapping[str, Any]) -> Any:
 
 
 def print_table(report: Mapping[str, Any], console: Any = None) -> None:
-    """Print the table; sub-networks marked ``!`` had unstable latency (see their ``warning``)."""
+    """Print the table, then one paragraph on unstable timings when there were any
+    (sub-networks marked ``!``; :mod:`adn_edge.bench.noise`)."""
     if console is None:
         from rich.console import Console
 
         console = Console(highlight=False)
     console.print(render_table(report))
+    text = noise_text(report)
+    if text:
+        from rich.markup import escape
+
+        console.print(f"[yellow]warning:[/] {escape(text)}")
+
+
+def noise_text(report: Mapping[str, Any]) -> str | None:
+    """The report's one paragraph on unstable timings (None when all were stable)."""
+    noise = report.get("noise")
+    if isinstance(noise, Mapping):
+        return noise.get("text")
+    from adn_edge.bench.noise import summary
+    from adn_edge.bench.stats import CV_WARN
+
+    return summary(report, CV_WARN)["text"]  # type: ignore[no-any-return]

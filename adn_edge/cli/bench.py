@@ -55,7 +55,16 @@ def register(app: typer.Typer) -> None:
         warmup_s: float = typer.Option(0.5, "--warmup-seconds", help="Warm-up seconds per sub-network (at least)."),
         idle: float = typer.Option(5.0, "--idle-seconds", help="Idle baseline length when power is measured."),
         interval: float = typer.Option(50.0, "--interval-ms", help="Power sampling interval."),
-        threads: int = typer.Option(None, "--threads", help="CPU threads for the backend (default: all)."),
+        threads: int = typer.Option(None, "--threads", help="CPU threads for the backend (default on --device cpu: "
+                                    "usable CPUs - 1, at least 1, which keeps the latency tail steady; "
+                                    "see benchmarks/results/timing_noise.json)."),
+        hz: float = typer.Option(None, "--hz", help="Also time a paced loop at this rate, as a robot runs: one "
+                                 "inference every 1/N s, sleeping between; reported beside the hot loop, with "
+                                 "deadline misses at that rate."),
+        paced_iterations: int = typer.Option(None, "--paced-iterations", help="Timed calls of the paced loop per "
+                                             "sub-network (default: --iterations)."),
+        deadline_ms: float = typer.Option(None, "--deadline-ms", help="Deadline per inference for the miss counts "
+                                          "(default: the period, 1000/N ms)."),
         backend_option: list[str] = typer.Option([], "--backend-option", "-O", help="KEY=VALUE passed to the "
                                                   "backend, repeatable (e.g. -O graph_optimization=all "
                                                   "-O share_weights=false for ONNX Runtime speed over memory)."),
@@ -71,18 +80,23 @@ def register(app: typer.Typer) -> None:
         opts = BenchOptions(device=device.strip().lower(), backend=backend, power=power, subnets=subnet,
                             precision=precision, batch=batch, iterations=iterations, duration_s=duration,
                             warmup_iters=warmup, warmup_s=warmup_s, idle_s=idle, interval_ms=interval,
-                            threads=threads, backend_options=parse_options(backend_option), segmented=segmented)
+                            threads=threads, backend_options=parse_options(backend_option), segmented=segmented,
+                            hz=hz, paced_iterations=paced_iterations, deadline_ms=deadline_ms)
+        if hz and not as_json:
+            n_paced = paced_iterations or iterations
+            console(stderr=True).print(f"paced loop at {hz:g} Hz: {n_paced} calls per sub-network, about "
+                                       f"{n_paced / hz:.1f} s each (--paced-iterations to change)")
         result = run_bench(directory, opts, iterate=progress)
         if plot is not None:
             pareto.plot(result, plot)  # the report carries the evaluated accuracies
         if as_json:
             print_json(result)
             return
-        report.print_table(result)
         c = console()
-        for code, e in result["subnets"].items():
-            if e.get("warning"):
-                c.print(f"[yellow]warning[/] {code}: {e['warning']}")
+        report.print_table(result, c)  # with one paragraph on unstable timings, if any
+        source = result.get("accuracy_source") or {}
+        if source.get("note"):
+            c.print(source["note"])
         if not result["power"].get("measured"):
             c.print(result["power"].get("note", report.NOT_MEASURED))
         c.print(f"wrote {directory / report.report_filename(result)}"

@@ -17,6 +17,13 @@ every few ticks, gives the worst of both. Hence the hysteresis:
   deadline changes;
 * the band between ``low`` and ``high`` resets both counters.
 
+Which bench latencies: a control loop sleeps between ticks, and a call after a sleep
+is often slower than one of a back-to-back loop (cold caches, a slower clock, a
+sleeping thread pool). So when the bench report has a paced loop's figures
+(``adn-edge bench --hz N``), :meth:`DeadlineGovernor.for_switcher` builds its ladder
+and estimates from those, and from the hot loop's only when there are none
+(``latencies=`` forces either; ``estimates_source`` says which were used).
+
 Predictions scale the bench latencies (or, without a benchmark, GMACs) by the
 milliseconds per unit the last few inferences took, so they follow the load and
 a lowered deadline moves straight to a level that fits instead of stepping
@@ -27,18 +34,57 @@ bounding how often a failed try repeats.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adn_edge.errors import AdnError
+from adn_edge.modeldir.pareto import pareto_front
 
 if TYPE_CHECKING:
+    from adn_edge.runtime.policies import Policy
     from adn_edge.runtime.switcher import EngineSwitcher
+
+LATENCIES = ("auto", "paced", "hot")
+
+
+def paced_latencies(policy: Policy, codes: Sequence[str] | None = None) -> tuple[dict[str, float], float | None]:
+    """``({code: paced latency ms}, hz)`` from the bench report ``policy`` read (its
+    ``stat``, p99 by default), for the codes the policy has a latency for (a report's
+    codes of replaced graphs are not among them); ``({}, None)`` when the report has no
+    paced loop (``adn-edge bench --hz N`` adds one). Non-finite or negative figures are
+    refused as the report's other numbers are."""
+    from adn_edge.modeldir.results import load_bench
+
+    path = policy.sources.get("bench")
+    if not path:
+        return {}, None
+    report = load_bench(Path(path))
+    stat = policy.sources.get("stat") or "p99"
+    out: dict[str, float] = {}
+    hz: float | None = None
+    for code, entry in report["subnets"].items():
+        paced = entry.get("paced") if isinstance(entry, Mapping) else None
+        cand = policy.candidates.get(code)
+        if not isinstance(paced, Mapping) or cand is None or cand.latency_ms is None:
+            continue
+        if codes is not None and code not in codes:
+            continue
+        value = (paced.get("latency_ms") or {}).get(stat) if isinstance(paced.get("latency_ms"), Mapping) else None
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and value >= 0):
+            raise AdnError(f"{path!r} gives subnets[{code!r}].paced.latency_ms.{stat} = {value!r}, which is not a "
+                           "non-negative number.", "Re-run `adn-edge bench ... --hz N`.")
+        out[code] = float(value)
+        rate = paced.get("hz")
+        hz = float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else hz
+    return out, hz
 
 
 class DeadlineGovernor:
@@ -75,24 +121,50 @@ class DeadlineGovernor:
         self._backoff: dict[int, int] = {}
         self._seen: dict[str, int] = {}
         self.switches: deque[dict[str, Any]] = deque(maxlen=256)
+        self.estimates_source = "given" if self.estimates else "none: observed latencies only"
+        """Where the ladder's latency estimates came from (``for_switcher``: paced or hot bench loop, or GMACs)."""
+        self.estimates_hz: float | None = None
+        """The loop rate of the paced bench figures the estimates are (None: not paced figures)."""
         self.deadline_ms = deadline_ms
         if switcher is not None:
             switcher.switch(self.current)
 
     @classmethod
-    def for_switcher(cls, switcher: EngineSwitcher, deadline_ms: float, **kwargs: Any) -> DeadlineGovernor:
+    def for_switcher(cls, switcher: EngineSwitcher, deadline_ms: float, *, latencies: str = "auto",
+                     **kwargs: Any) -> DeadlineGovernor:
         """A governor over the switcher's Pareto ladder.
 
         With bench results it starts at the deepest level they say fits and
         predicts from their latencies; without, GMACs serve as relative costs
         (latency roughly follows them), calibrated by the first latencies observed,
         and it starts at the active sub-network.
+
+        ``latencies``: ``auto`` takes the paced loop's figures of the bench report when
+        it has them for every sub-network of the ladder (the ladder is then the Pareto
+        set of the paced latencies), else the hot loop's; ``paced`` requires them
+        (AdnError naming ``adn-edge bench --hz``), ``hot`` ignores them.
         """
+        if latencies not in LATENCIES:
+            raise AdnError(f"latencies must be one of {', '.join(LATENCIES)}, not {latencies!r}.")
         policy = switcher.policy
         ladder = [c for c in policy.ladder() if c in switcher.codes] or list(reversed(switcher.codes))
         cands = [policy.candidates[c] for c in ladder]
         in_ms = all(c.latency_ms is not None for c in cands)
         estimates = {c.code: (c.latency_ms if in_ms else c.gmacs) for c in cands}
+        source = f"bench {policy.sources.get('stat') or 'p99'} (hot loop)" if in_ms else "GMACs, calibrated by observation"
+        paced, hz = paced_latencies(policy, switcher.codes) if in_ms and latencies != "hot" else ({}, None)
+        measured = [c for c in switcher.codes if policy.candidates[c].latency_ms is not None]
+        if paced and all(c in paced for c in measured):
+            front = [c for c in pareto_front(paced, policy.quality()) if c in switcher.codes]
+            if front:
+                ladder = front
+                estimates = {c: paced[c] for c in ladder}
+                source = f"bench {policy.sources.get('stat') or 'p99'} (paced loop at {hz:g} Hz)" if hz else \
+                    "bench (paced loop)"
+        elif latencies == "paced":
+            raise AdnError(f"The bench report ({policy.sources.get('bench') or 'none'}) has no paced loop for these "
+                           "sub-networks, so budgets cannot come from paced latencies.",
+                           "Measure them at your loop's rate: `adn-edge bench DIR --device ... --hz N`.")
         start = kwargs.pop("start", None)
         if start is None:
             start = switcher.active
@@ -100,8 +172,11 @@ class DeadlineGovernor:
                 high = kwargs.get("high", 0.9)
                 fitting = [c for c in ladder if (estimates[c] or 0.0) <= high * deadline_ms]
                 start = fitting[-1] if fitting else ladder[0]
-        return cls(ladder, deadline_ms, switcher=switcher, start=start, estimates=estimates,
-                   estimates_in_ms=in_ms, **kwargs)
+        gov = cls(ladder, deadline_ms, switcher=switcher, start=start, estimates=estimates,
+                  estimates_in_ms=in_ms, **kwargs)
+        gov.estimates_source = source
+        gov.estimates_hz = hz if "paced" in source else None
+        return gov
 
     # ------------------------------------------------------------------ state
 
@@ -222,6 +297,7 @@ class DeadlineGovernor:
 
     def describe(self) -> dict[str, Any]:
         return {"current": self.current, "deadline_ms": self._deadline, "ladder": list(self.ladder),
+                "estimates_source": self.estimates_source, "estimates_hz": self.estimates_hz,
                 "ticks": self._tick, "switches": len(self.switches), "high": self.high, "low": self.low,
                 "recent_ms": {c: round(statistics.median(h), 3) for c, h in self._history.items() if h},
                 "backoff": {self.ladder[k]: v for k, v in self._backoff.items()}}

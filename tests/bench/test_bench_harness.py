@@ -127,3 +127,113 @@ def test_a_bench_at_another_precision_is_reported_apart(model_dir, tmp_path) -> 
     assert default["precision"] == asked["precision"] == "fp32"
     assert json.loads((model_dir / "bench-cpu.json").read_text())["created"] == default["created"]
     assert json.loads((model_dir / "bench-cpu-fp32.json").read_text())["created"] == asked["created"]
+
+
+# -- the paced loop (--hz), threads, noise, accuracies of the precision that ran --------------
+
+
+class FakeClock:
+    """perf_counter and sleep on a simulated clock: calls take what ``durations`` say."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.sleeps = 100.0, list(durations), []
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, s):
+        self.sleeps.append(s)
+        self.now += s
+
+    def call(self):
+        self.now += self.durations.pop(0)
+
+
+def test_paced_loop_sleeps_between_calls_and_counts_overruns(monkeypatch):
+    import adn_edge.bench.harness as h
+
+    clock = FakeClock([0.01, 0.02, 0.15, 0.01, 0.01])  # the third call overruns a 0.1 s period
+    monkeypatch.setattr(h, "time", clock)
+    times, late = h.time_paced(clock.call, 5, hz=10.0, sleep=clock.sleep)
+    assert times == pytest.approx([0.01, 0.02, 0.15, 0.01, 0.01])
+    assert late == 1
+    # a full period before the first call; then the rest of each period; none after the overrun (already late)
+    assert clock.sleeps == pytest.approx([0.1, 0.09, 0.08, 0.09])
+
+
+def test_hz_reports_the_paced_loop_beside_the_hot_one(model_dir, capsys) -> None:
+    code, out, err = run_cli(["bench", model_dir, "--device", "cpu", "-n", "5", "--warmup", "1", "--warmup-seconds",
+                              "0", "--hz", "500", "--paced-iterations", "4", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    validate_bench(report)  # the paced figures are extra keys: the schema still holds
+    assert report["paced"]["hz"] == 500 and report["paced"]["deadline_ms"] == 2.0
+    for e in report["subnets"].values():
+        p = e["paced"]
+        assert p["iterations"] == 4 and p["hot_iterations"] == e["iterations"] and p["hz"] == 500
+        assert 0 < p["latency_ms"]["min"] <= p["latency_ms"]["p50"] <= p["latency_ms"]["p99"] <= p["latency_ms"]["max"]
+        assert 0 <= p["deadline_misses"] <= 4 and 0 <= p["hot_deadline_misses"] <= e["iterations"]
+        assert 0 <= p["over_hot_p99"] <= 4
+    on_disk = json.loads((model_dir / "bench-cpu.json").read_text())
+    assert on_disk["subnets"]["1111"]["paced"] == report["subnets"]["1111"]["paced"]
+    header = (model_dir / "bench-cpu.csv").read_text().splitlines()[0].split(",")
+    assert {"paced_p50_ms", "paced_p99_ms", "paced_deadline_misses", "paced_hot_deadline_misses"} <= set(header)
+    code, out, err = run_cli(["bench", model_dir, "--device", "cpu", "-n", "5", "--warmup", "1", "--warmup-seconds",
+                              "0", "--hz", "500", "--paced-iterations", "4", "--deadline-ms", "50"], capsys)
+    assert code == 0, err
+    text = out.replace("\n", " ")
+    assert "paced p99" in text and "500 Hz" in text and "calls over 50 ms" in text
+
+
+def test_hz_bad_inputs_exit_2(model_dir, capsys) -> None:
+    for args, needle in ((["--hz", "0"], "--hz"), (["--hz", "nan"], "--hz"), (["--hz", "1e6"], "control-loop"),
+                         (["--deadline-ms", "5"], "--hz"), (["--hz", "10", "--paced-iterations", "0"],
+                                                            "--paced-iterations"),
+                         (["--hz", "10", "--deadline-ms", "-1"], "--deadline-ms")):
+        code, _, err = run_cli(["bench", model_dir, "--device", "cpu", *args], capsys)
+        assert code == 2 and needle in err.replace("\n", " "), (args, err)
+
+
+def test_cpu_threads_default_to_the_rule_and_are_recorded(model_dir) -> None:
+    from adn_edge.bench.threads import default_cpu_threads
+
+    opts = dict(subnets=["0000"], iterations=3, warmup_iters=1, warmup_s=0)
+    report = run_bench(model_dir, BenchOptions(**opts), write=False)
+    assert report["settings"]["threads"] == default_cpu_threads() == report["device"]["cpu"]["threads"]
+    assert "usable CPUs - 1" in report["settings"]["threads_rule"]
+    competing = report["device"]["cpu"]["other_load"]  # what else ran while it was timed, the bench excluded
+    assert competing["other_cpus"] >= 0 and competing["steal_cpus"] >= 0 and competing["seconds"] >= 0
+    assert report["runtime"]["engine"]["threads"] == default_cpu_threads()
+    asked = run_bench(model_dir, BenchOptions(threads=2, **opts), write=False)
+    assert asked["settings"]["threads"] == 2 and asked["settings"]["threads_rule"] is None
+    assert asked["runtime"]["engine"]["threads"] == 2
+
+
+def test_unstable_timings_are_summarised_once_in_the_report(model_dir) -> None:
+    report = run_bench(model_dir, BenchOptions(iterations=5, warmup_iters=1, warmup_s=0, cv_threshold=1e-12),
+                       write=False)
+    noise = report["noise"]
+    assert set(noise["unstable"]) == set(report["subnets"])  # every CV is above a threshold of ~0
+    assert noise["text"].startswith("Unstable latency") and all(c in noise["text"] for c in report["subnets"])
+    assert "jetson_clocks" not in noise["text"] and "nvidia-smi" not in noise["text"]
+
+
+def test_an_int8_run_never_gets_fp32_accuracies(model_dir, tmp_path) -> None:
+    import shutil
+
+    from adn_edge.bench.harness import accuracy_for
+
+    d = shutil.copytree(model_dir, tmp_path / "acc")
+    m = manifest.load(d)
+    fp32 = {"schema": 1, "dataset": "digits", "split": "test", "samples": 10,
+            "subnets": {c: {"top1": 90.0, "top5": None, "samples": 10} for c in m["subnets"]}}
+    (d / "eval.json").write_text(json.dumps(fp32))
+    acc, source = accuracy_for(d, m, "fp32", BenchOptions())
+    assert acc == {c: 90.0 for c in m["subnets"]} and source["dataset"] == "digits" and source["split"] == "test"
+    acc, source = accuracy_for(d, m, "int8", BenchOptions(precision="int8"))
+    assert acc is None and "--precision int8" in source["note"]
+    int8 = {**fp32, "precision": "int8", "segmented": False,
+            "subnets": {c: {"top1": 88.0, "top5": None, "samples": 10} for c in m["subnets"]}}
+    (d / "eval-int8.json").write_text(json.dumps(int8))
+    acc, source = accuracy_for(d, m, "int8", BenchOptions(precision="int8"))
+    assert acc == {c: 88.0 for c in m["subnets"]} and source["file"] == "eval-int8.json"
