@@ -31,6 +31,8 @@ the count used (``settings.threads``, ``settings.threads_rule``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import time
@@ -80,10 +82,12 @@ class BenchOptions:
     backend_options: dict[str, Any] = field(default_factory=dict)
     """Extra keyword options for the backend (e.g. ONNX Runtime's
     ``graph_optimization="all", share_weights=False`` for speed over memory)."""
-    segmented: bool = False
+    segmented: bool | None = None
     """Run every sub-network as its chain of segment graphs (``export --segments``),
     as a switcher opened with ``segmented=True`` does; reported apart
-    (``bench-<device>-segmented.json``)."""
+    (``bench-<device>-segmented.json``). None: what ``EngineSwitcher.open`` would
+    choose (:func:`adn_edge.runtime.switcher.default_segmented`), so the bench measures
+    the configuration a robot gets by default."""
     hz: float | None = None
     """Also time a paced loop at this rate (one call every 1/hz s, sleeping between)."""
     paced_iterations: int | None = None
@@ -238,6 +242,11 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
     _check(opts)
     opened = open_dir(directory)
     directory, m = opened.path, opened.manifest
+    if opts.segmented is None:
+        from adn_edge.runtime.switcher import default_segmented
+
+        opts = dataclasses.replace(opts, segmented=default_segmented(m, opts.backend, opts.precision,
+                                                                     opts.device)[0])
     power_name = resolve_power(opts.power, opts.device)
     source = power_source(power_name, interval_ms=opts.interval_ms) if power_name != "none" else \
         power_source("none")

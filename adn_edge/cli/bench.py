@@ -68,8 +68,11 @@ def register(app: typer.Typer) -> None:
         backend_option: list[str] = typer.Option([], "--backend-option", "-O", help="KEY=VALUE passed to the "
                                                   "backend, repeatable (e.g. -O graph_optimization=all "
                                                   "-O share_weights=false for ONNX Runtime speed over memory)."),
-        segmented: bool = typer.Option(False, "--segmented", help="Run each sub-network as its chain of segment "
-                                       "graphs (`adn-edge export --segments`); writes bench-<device>-segmented.json."),
+        segmented: bool = typer.Option(None, "--segmented/--monolithic", help="Run each sub-network as its chain "
+                                       "of segment graphs (`adn-edge export --segments`; writes "
+                                       "bench-<device>-segmented.json) or as its own graph. Default: what "
+                                       "EngineSwitcher.open chooses (segments on ONNX Runtime's CPU provider when "
+                                       "the directory has them)."),
         plot: Path = typer.Option(None, "--plot", help="Write Pareto plots to this .png/.svg/.pdf."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:

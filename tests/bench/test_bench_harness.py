@@ -105,7 +105,12 @@ def test_segmented_bench_is_reported_apart(tmp_path, capsys) -> None:
     assert seg["runtime"]["backend"] == "onnxruntime-segmented" and seg["runtime"]["engine"]["segments"] == 8
     # 0000 has no monolithic graph here: its cost comes from the segments record
     assert seg["subnets"]["0000"]["gmacs"] == manifest.load(tmp_path)["segments"]["subnets"]["0000"]["gmacs"]
-    mono = run_bench(tmp_path, BenchOptions(subnets=["1111"], iterations=5, warmup_iters=1, warmup_s=0))
+    # Unsaid, the bench measures what EngineSwitcher.open would run here: the segments.
+    auto = run_bench(tmp_path, BenchOptions(subnets=["1111"], iterations=5, warmup_iters=1, warmup_s=0),
+                     write=False)
+    assert auto["segmented"] is True
+    mono = run_bench(tmp_path, BenchOptions(subnets=["1111"], iterations=5, warmup_iters=1, warmup_s=0,
+                                            segmented=False))
     assert mono["segmented"] is False and mono["runtime"]["backend"] == "onnxruntime"
     assert json.loads((tmp_path / "bench-cpu.json").read_text())["created"] == mono["created"]
     assert json.loads((tmp_path / "bench-cpu-segmented.json").read_text()) == seg
