@@ -256,7 +256,7 @@ def figure(report: Mapping[str, Any], *, accuracy: Mapping[str, float] | None = 
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.margins(x=0.08, y=0.12)
-        ax.legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
+        ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
         drawn.append((ax, xs, front, rest, outliers, px, unit))
 
     fig.suptitle(title or _title(report), fontsize=10)
