@@ -453,7 +453,7 @@ def _full_run(cuda: str, device: int, keep: Path | None, log: Callable[[str], No
             results["builds"][precision] = [{k: r[k] for k in ("code", "status", "observed", "build_seconds")}
                                             for r in built]
         x = np.random.default_rng(0).standard_normal((4, *model_input(out)), dtype=np.float32)
-        with EngineSwitcher.open(out, backend="onnxruntime", subnets=list(FULL_CODES)) as ref_sw:
+        with EngineSwitcher.open(out, backend="onnxruntime", subnets=list(FULL_CODES), segmented=False) as ref_sw:
             refs = {c: ref_sw.infer(x, c) for c in FULL_CODES}
         worst: dict[str, float] = {}
         for precision in ("fp32", "fp16"):

@@ -62,7 +62,8 @@ directory, batch, threads, options = sys.argv[1], int(sys.argv[2]), int(sys.argv
 mb = lambda: resident_bytes() / 2**20
 one = np.zeros((1, 3, 32, 32), np.float32)
 before = mb()
-sw = EngineSwitcher.open(directory, backend="onnxruntime", subnets=["1111"], threads=threads, **options)
+sw = EngineSwitcher.open(directory, backend="onnxruntime", subnets=["1111"], threads=threads, segmented=False,
+                         **options)
 sw.infer(one)
 opened = mb()
 x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32), dtype=np.float32)
@@ -98,8 +99,8 @@ from adn_edge.runtime import EngineSwitcher
 
 directory, threads, pairs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 old = EngineSwitcher.open(directory, backend="onnxruntime", subnets=["1111"], threads=threads, max_batch=None,
-                          arena_shrink_above=None)
-new = EngineSwitcher.open(directory, backend="onnxruntime", subnets=["1111"], threads=threads)
+                          arena_shrink_above=None, segmented=False)
+new = EngineSwitcher.open(directory, backend="onnxruntime", subnets=["1111"], threads=threads, segmented=False)
 out = {}
 for batch, n in ((1024, pairs), (64, 6 * pairs)):
     x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32), dtype=np.float32)

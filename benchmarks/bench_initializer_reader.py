@@ -241,7 +241,7 @@ if scenario == "read":
         del data
 else:
     sessions.onnx_initializers = fn  # what SharedInitializers.attach calls
-    with EngineSwitcher.open(directory, backend="onnxruntime", subnets="all", threads=1) as sw:
+    with EngineSwitcher.open(directory, backend="onnxruntime", subnets="all", threads=1, segmented=False) as sw:
         d = sw.describe()["engine"]
         out["rss_open_mb"] = round(d["rss_open_bytes"] / 2**20, 1)
         out["bytes_unique_mb"] = round(d["sharing"]["bytes_unique"] / 2**20, 1)

@@ -142,15 +142,16 @@ def measure_latency(directory: Path, threads: int, rounds: int, iters: int) -> d
             "int8_ops_after_fusion_1111": _fused(directory / m["subnets"]["1111"]["files"]["onnx_int8"]["path"])}
 
 
-def measure_switcher(directory: Path, threads: int, rounds: int, iters: int) -> dict[str, Any]:
+def _interleaved_ms(directory: Path, codes: list[str], configs: dict[str, dict[str, Any]], threads: int,
+                    rounds: int, iters: int, segmented: bool) -> dict[str, dict[str, float]]:
+    """Median ms per (code, configuration): one switcher per configuration, all open at
+    once and timed in turn, round after round, so the load of a shared machine hits
+    every configuration alike. ``{code: {"<config>_ms": ...}}``."""
     from adn_edge.runtime import EngineSwitcher
 
-    codes = ["1111", "0000"]
-    configs = {"fp32": {}, "int8": {"precision": "int8"}, "int8_prepack": {"precision": "int8", "prepack": True},
-               "fp32_prepack": {"prepack": True}}
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    switchers = {k: EngineSwitcher.open(directory, backend="onnxruntime", subnets=codes, threads=threads, **o)
-                 for k, o in configs.items()}
+    switchers = {k: EngineSwitcher.open(directory, backend="onnxruntime", segmented=segmented, subnets=codes,
+                                        threads=threads, **o) for k, o in configs.items()}
     try:
         times: dict[tuple[str, str], list[float]] = {(k, c): [] for k in switchers for c in codes}
         for sw in switchers.values():
@@ -166,7 +167,14 @@ def measure_switcher(directory: Path, threads: int, rounds: int, iters: int) -> 
     finally:
         for sw in switchers.values():
             sw.close()
-    out = {c: {f"{k}_ms": round(median(times[(k, c)]), 3) for k in configs} for c in codes}
+    return {c: {f"{k}_ms": round(median(times[(k, c)]), 3) for k in configs} for c in codes}
+
+
+def measure_switcher(directory: Path, threads: int, rounds: int, iters: int) -> dict[str, Any]:
+    codes = ["1111", "0000"]
+    configs = {"fp32": {}, "int8": {"precision": "int8"}, "int8_prepack": {"precision": "int8", "prepack": True},
+               "fp32_prepack": {"prepack": True}}
+    out = _interleaved_ms(directory, codes, configs, threads, rounds, iters, segmented=False)
     for c, r in out.items():
         r["speedup_defaults"] = round(r["fp32_ms"] / r["int8_ms"], 3)
         r["speedup_prepack"] = round(r["fp32_prepack_ms"] / r["int8_prepack_ms"], 3)
@@ -286,7 +294,6 @@ def _segments_dir(directory: Path) -> Path:
 def measure_segments_latency(workdir: Path, threads: int, rounds: int, iters: int) -> dict[str, Any]:
     """FP32 vs INT8 segments of ResNet50-ADN through EngineSwitcher(segmented=True), batch 1."""
     from adn_edge.quantize import QuantizeOptions, quantize_segments
-    from adn_edge.runtime import EngineSwitcher
 
     directory = _segments_dir(workdir / "resnet50_segments")
     t0 = time.perf_counter()
@@ -295,25 +302,7 @@ def measure_segments_latency(workdir: Path, threads: int, rounds: int, iters: in
     quantize_s = round(time.perf_counter() - t0, 1)
     codes = ["1111", "1010", "0000"]
     configs = {"fp32": {}, "int8": {"precision": "int8"}}
-    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    switchers = {k: EngineSwitcher.open(directory, backend="onnxruntime", segmented=True, subnets=codes,
-                                        threads=threads, **o) for k, o in configs.items()}
-    try:
-        times: dict[tuple[str, str], list[float]] = {(k, c): [] for k in switchers for c in codes}
-        for sw in switchers.values():
-            for c in codes:
-                sw.infer(x, c)
-        for _ in range(rounds):
-            for k, sw in switchers.items():
-                for c in codes:
-                    for _ in range(iters):
-                        t = time.perf_counter()
-                        sw.infer(x, c)
-                        times[(k, c)].append((time.perf_counter() - t) * 1e3)
-    finally:
-        for sw in switchers.values():
-            sw.close()
-    rows = {c: {f"{k}_ms": round(median(times[(k, c)]), 3) for k in configs} for c in codes}
+    rows = _interleaved_ms(directory, codes, configs, threads, rounds, iters, segmented=True)
     for c, r in rows.items():
         r["speedup"] = round(r["fp32_ms"] / r["int8_ms"], 3)
         print(f"  segmented {c}: fp32 {r['fp32_ms']:.2f} ms, int8 {r['int8_ms']:.2f} ms, x{r['speedup']:.2f} "

@@ -292,7 +292,7 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "switcher", "arch": args.arch, "backend": "onnxruntime", "device": "cpu",
                               "batch": 1, "env": env}
 
-    sw = EngineSwitcher.open(directory, backend="onnxruntime", subnets="all", threads=args.threads)
+    sw = EngineSwitcher.open(directory, backend="onnxruntime", subnets="all", threads=args.threads, segmented=False)
     result["open_s"] = sw.describe()["opened_s"]
     shape = [1 if d is None else d for d in sw.describe()["input"]["shape"]]
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
