@@ -70,6 +70,17 @@ class QuantizeOptions:
     threads: int | None = None
     """CPU threads for the accuracy sessions (None: ONNX Runtime's default)."""
 
+    def checked_method(self) -> qdq.Method:
+        """The calibration method these options name, after refusing bad values (an
+        AdnError, exit 2): what both ``quantize`` and ``quantize --segments`` check
+        before taking the directory's lock."""
+        method = qdq.Method(self.method, self.percentile)
+        if self.eval_samples is not None and self.eval_samples < 1:
+            raise AdnError(f"--eval-samples must be at least 1, not {self.eval_samples}.")
+        if self.drop_threshold < 0:
+            raise AdnError(f"The accuracy-drop threshold must be >= 0 points, not {self.drop_threshold}.")
+        return method
+
 
 @dataclass
 class SubnetQuantization:
@@ -144,11 +155,7 @@ def quantize_directory(directory: str | os.PathLike[str], calib: str | os.PathLi
     """
     t_start = time.perf_counter()
     opts = options or QuantizeOptions()
-    method = qdq.Method(opts.method, opts.percentile)
-    if opts.eval_samples is not None and opts.eval_samples < 1:
-        raise AdnError(f"--eval-samples must be at least 1, not {opts.eval_samples}.")
-    if opts.drop_threshold < 0:
-        raise AdnError(f"The accuracy-drop threshold must be >= 0 points, not {opts.drop_threshold}.")
+    method = opts.checked_method()
     directory = Path(directory)
     manifest_mod.load(directory)  # a clear error before the lock creates anything
     ensure_writable_dir(directory)

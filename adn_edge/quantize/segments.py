@@ -318,11 +318,7 @@ def quantize_segments(directory: str | os.PathLike[str], calib: str | os.PathLik
 
     t_start = time.perf_counter()
     opts = options or QuantizeOptions()
-    method = qdq.Method(opts.method, opts.percentile)
-    if opts.eval_samples is not None and opts.eval_samples < 1:
-        raise AdnError(f"--eval-samples must be at least 1, not {opts.eval_samples}.")
-    if opts.drop_threshold < 0:
-        raise AdnError(f"The accuracy-drop threshold must be >= 0 points, not {opts.drop_threshold}.")
+    method = opts.checked_method()
     directory = Path(directory)
     _segments(manifest_mod.load(directory))  # clear errors before the lock creates anything
     ensure_writable_dir(directory)
