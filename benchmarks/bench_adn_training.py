@@ -115,6 +115,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run_config(args: argparse.Namespace, run: str, seed: int, fraction: float, epochs: int, out_dir: Path,
+               warmup_epochs: float) -> TrainConfig:
+    """The TrainConfig of one training of the study (``run``: a key of RUNS)."""
+    extra = {"sandwich": args.sandwich} if run == "sandwich" else {}
+    return TrainConfig(arch=args.arch, data=f"builtin:{args.dataset}", out_dir=str(out_dir), epochs=epochs,
+                       batch_size=args.batch_size, lr=args.lr, warmup_epochs=warmup_epochs, seed=seed,
+                       train_fraction=fraction, input_size=args.input_size, final_eval=False, log_every=10_000,
+                       device=args.device, **RUNS[run], **extra)
+
+
 def run_task(args: argparse.Namespace, run: str, seed: int, fraction: float, work: Path) -> dict[str, Any]:
     """One training (run, seed, split) and the evaluation of every variant it feeds."""
     torch.set_num_threads(args.threads)
@@ -125,11 +135,7 @@ def run_task(args: argparse.Namespace, run: str, seed: int, fraction: float, wor
     epochs = args.epochs
     if args.equal_steps and fraction < 1.0:
         epochs = max(1, round(args.epochs / fraction))
-    extra = {"sandwich": args.sandwich} if run == "sandwich" else {}
-    cfg = TrainConfig(arch=args.arch, data=f"builtin:{args.dataset}", out_dir=str(work / f"{run}_f{fraction}_s{seed}"),
-                      epochs=epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=args.warmup_epochs,
-                      seed=seed, train_fraction=fraction, input_size=args.input_size, final_eval=False,
-                      log_every=10_000, device=args.device, **RUNS[run], **extra)
+    cfg = run_config(args, run, seed, fraction, epochs, work / f"{run}_f{fraction}_s{seed}", args.warmup_epochs)
     t0 = time.perf_counter()
     res = train(cfg)
     model = res.model.eval()
@@ -169,11 +175,7 @@ def timing(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     per_epoch: dict[str, list[float]] = {run: [] for run in args.runs}
     for rep in range(3):
         for run in args.runs:
-            extra = {"sandwich": args.sandwich} if run == "sandwich" else {}
-            cfg = TrainConfig(arch=args.arch, data=f"builtin:{args.dataset}", out_dir=str(work / f"{run}{rep}"),
-                              epochs=2, batch_size=args.batch_size, lr=args.lr, seed=rep,
-                              input_size=args.input_size, final_eval=False, log_every=10_000, device=args.device,
-                              **RUNS[run], **extra)
+            cfg = run_config(args, run, rep, 1.0, 2, work / f"{run}{rep}", warmup_epochs=0.0)
             t0 = time.perf_counter()
             train(cfg)
             per_epoch[run].append((time.perf_counter() - t0) / 2)

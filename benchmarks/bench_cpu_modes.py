@@ -74,15 +74,13 @@ import json, sys, time
 import numpy as np
 directory, cfg, threads, runs = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
-def rss():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-
 import onnxruntime
 from adn_edge.modeldir import manifest
 from adn_edge.runtime import EngineSwitcher
+from adn_edge.runtime.backend import resident_bytes
+
+def rss():
+    return resident_bytes() / 2**20
 m = manifest.load(directory)
 S = m["num_stages"]
 sup, base = "1" * S, "0" * S
