@@ -26,8 +26,9 @@ stage and form) could carry; whether it is accurate depends on the training
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -88,6 +89,26 @@ def used_batchnorms(model: ADNModel, code: str, example: torch.Tensor) -> list[n
     return list(seen.values())
 
 
+@contextlib.contextmanager
+def _re_estimating(model: nn.Module, bns: list[nn.Module]) -> Iterator[None]:
+    """Run the body with ``bns`` reset and re-estimating their statistics: training mode,
+    cumulative averaging (every batch weighs the same, whatever the order), no
+    gradients; the rest of ``model`` stays in eval mode. Afterwards the momenta are
+    restored and ``model`` is in eval mode."""
+    saved = {id(bn): bn.momentum for bn in bns}
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch weighs the same
+        bn.train()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for bn in bns:
+            bn.momentum = saved[id(bn)]
+        model.eval()
+
+
 def recalibrated(model: ADNModel, code: str, batches: Iterable[Any], max_samples: int | None = None) -> ADNModel:
     """A copy of ``model`` whose BN running statistics are re-estimated on sub-network ``code``.
 
@@ -108,29 +129,19 @@ def recalibrated(model: ADNModel, code: str, batches: Iterable[Any], max_samples
     except StopIteration:
         raise AdnError("Recalibration got no images.", "Pass a non-empty set of training images.") from None
     bns = used_batchnorms(out, canonical, first)
-    saved = {id(bn): bn.momentum for bn in bns}
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: every batch weighs the same
-        bn.train()
     seen = 0
-    try:
-        with torch.no_grad():
-            x: torch.Tensor | None = first
-            while x is not None:
-                if max_samples is not None and seen + x.shape[0] > max_samples:
-                    x = x[: max_samples - seen]
-                if x.shape[0] > 1:  # BN cannot estimate a variance from a single image
-                    out(x, skip=subnet.to_skip(canonical))
-                    seen += x.shape[0]
-                if max_samples is not None and seen >= max_samples:
-                    break
-                nxt = next(it, None)
-                x = None if nxt is None else _images(nxt).to(device)
-    finally:
-        for bn in bns:
-            bn.momentum = saved[id(bn)]
-        out.eval()
+    with _re_estimating(out, bns):
+        x: torch.Tensor | None = first
+        while x is not None:
+            if max_samples is not None and seen + x.shape[0] > max_samples:
+                x = x[: max_samples - seen]
+            if x.shape[0] > 1:  # BN cannot estimate a variance from a single image
+                out(x, skip=subnet.to_skip(canonical))
+                seen += x.shape[0]
+            if max_samples is not None and seen >= max_samples:
+                break
+            nxt = next(it, None)
+            x = None if nxt is None else _images(nxt).to(device)
     if seen == 0:
         raise AdnError("Recalibration needs batches of at least 2 images.", "Use a larger batch size.")
     out.recalibrated_for = canonical
@@ -172,21 +183,10 @@ def recalibrated_jointly(model: ADNModel, codes: Iterable[str], batches: list[An
     device = next(model.parameters()).device
     out = copy.deepcopy(model).eval()
     used = {id(bn): bn for code in canonical for bn in used_batchnorms(out, code, images[0].to(device))}
-    bns = list(used.values())
-    saved = {id(bn): bn.momentum for bn in bns}
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    out.train()
-    try:
-        with torch.no_grad():
-            for code in canonical:
-                for x in images:
-                    out(x.to(device), skip=subnet.to_skip(code))
-    finally:
-        for bn in bns:
-            bn.momentum = saved[id(bn)]
-        out.eval()
+    with _re_estimating(out, list(used.values())):
+        for code in canonical:
+            for x in images:
+                out(x.to(device), skip=subnet.to_skip(code))
     out.recalibrated_for = "joint:" + ",".join(canonical)
     out.recalibration_samples = seen
     result: ADNModel = out
