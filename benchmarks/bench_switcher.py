@@ -58,16 +58,14 @@ import json, sys
 import numpy as np
 mode, directory, subnets, threads = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
 
-def rss():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-
 import onnxruntime as ort
 import adn_edge.runtime
 from adn_edge.modeldir import manifest
 from adn_edge.runtime import EngineSwitcher
+from adn_edge.runtime.backend import resident_bytes
+
+def rss():
+    return resident_bytes() / 2**20
 m = manifest.load(directory)
 shape = [1 if d is None else d for d in m["input"]["shape"]]
 x = np.zeros(shape, np.float32)
