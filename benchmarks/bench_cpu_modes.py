@@ -15,8 +15,11 @@ Configurations (``--only`` selects by name):
 * ``mono-all``     monolithic, ``all`` (NCHWc), weights not shared, pre-packed
 * ``seg-ext``      segment graphs, ``extended``, each session its own spinning pool (the old segmented default)
 * ``seg-ext-nospin`` / ``seg-ext-global``  the same with spinning off / one global pool
-* ``seg-all``, ``seg-all-nospin``, ``seg-all-global``  segments at ``all`` + unshared + pre-packed
-* ``mono-int8``, ``seg-int8``  the INT8 Q/DQ graphs of ``adn-edge quantize`` (``--segments``), when present
+* ``seg-all``, ``seg-all-nospin``, ``seg-all-global``  segments at ``all`` + unshared + pre-packed,
+  a chain of sessions
+* ``seg-all-one``, ``seg-int8-one``  the segments as ONE session (``single_session=True``,
+  ``backends/onnxruntime/switch_graph.py``)
+* ``mono-int8``, ``seg-int8`` (a chain)  the INT8 Q/DQ graphs of ``adn-edge quantize`` (``--segments``), when present
 * ``default``      whatever ``EngineSwitcher.open(DIR)`` picks on this CPU
 * ``one-mono-ext``, ``one-mono-all``: a single monolithic session of the super-net (the memory yardstick)
 
@@ -46,23 +49,30 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "mono-ext": {"segmented": False, "options": {"graph_optimization": "extended"}},
     "mono-all": {"segmented": False, "options": {"graph_optimization": "all", "share_weights": False,
                                                  "prepack": True}},
-    "seg-ext": {"segmented": True, "options": {"graph_optimization": "extended", "spinning": True}},
-    "seg-ext-nospin": {"segmented": True, "options": {"graph_optimization": "extended", "spinning": False}},
-    "seg-ext-global": {"segmented": True, "options": {"graph_optimization": "extended", "thread_pool": "global"}},
+    "seg-ext": {"segmented": True, "options": {"graph_optimization": "extended", "spinning": True, "single_session": False}},
+    "seg-ext-nospin": {"segmented": True, "options": {"graph_optimization": "extended", "spinning": False,
+                                                      "single_session": False}},
+    "seg-ext-global": {"segmented": True, "options": {"graph_optimization": "extended", "thread_pool": "global",
+                                                      "single_session": False}},
     "seg-all": {"segmented": True, "options": {"graph_optimization": "all", "share_weights": False,
-                                               "prepack": True, "spinning": True}},
+                                               "prepack": True, "spinning": True, "single_session": False}},
     "seg-all-nospin": {"segmented": True, "options": {"graph_optimization": "all", "share_weights": False,
-                                                      "prepack": True, "spinning": False}},
+                                                      "prepack": True, "spinning": False, "single_session": False}},
+    "seg-all-one": {"segmented": True, "options": {"graph_optimization": "all", "share_weights": False,
+                                                   "prepack": True, "spinning": False, "single_session": True}},
     "seg-all-global": {"segmented": True, "options": {"graph_optimization": "all", "share_weights": False,
-                                                      "prepack": True, "thread_pool": "global"}},
+                                                      "prepack": True, "thread_pool": "global",
+                                                      "single_session": False}},
     "mono-ext-nospin": {"segmented": False, "options": {"graph_optimization": "extended", "spinning": False}},
     "mono-all-nospin": {"segmented": False, "options": {"graph_optimization": "all", "share_weights": False,
                                                         "prepack": True, "spinning": False}},
     "mono-int8": {"segmented": False, "precision": "int8", "options": {}},
     "mono-int8-nospin": {"segmented": False, "precision": "int8", "options": {"spinning": False}},
-    "seg-int8": {"segmented": True, "precision": "int8", "options": {}},
-    "seg-int8-global": {"segmented": True, "precision": "int8", "options": {"thread_pool": "global"}},
-    "seg-int8-spin": {"segmented": True, "precision": "int8", "options": {"spinning": True}},
+    "seg-int8": {"segmented": True, "precision": "int8", "options": {"single_session": False}},
+    "seg-int8-one": {"segmented": True, "precision": "int8", "options": {"single_session": True}},
+    "seg-int8-global": {"segmented": True, "precision": "int8", "options": {"thread_pool": "global",
+                                                                            "single_session": False}},
+    "seg-int8-spin": {"segmented": True, "precision": "int8", "options": {"spinning": True, "single_session": False}},
     "default": {"segmented": None, "options": {}},
     "one-mono-ext": {"segmented": False, "subnets": "super", "options": {"graph_optimization": "extended"}},
     "one-mono-all": {"segmented": False, "subnets": "super", "options": {"graph_optimization": "all",
@@ -113,7 +123,7 @@ for _ in range(runs):
 eng = sw.describe()["engine"]
 out = {"rss_mb": rss_mb, "open_s": open_s, "samples": samples,
        "engine": {k: eng.get(k) for k in ("segments", "graph_optimization", "thread_pool", "spinning",
-                                          "shared_weights", "prepack", "precision", "threads")}}
+                                          "shared_weights", "prepack", "precision", "threads", "single_session")}}
 print(json.dumps(out))
 """
 
@@ -228,7 +238,7 @@ def acceptance(rows: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
         eager = by.get("eager", {}).get("super_p50_ms")
         for seg, mono in (("seg-ext-nospin", "mono-ext"), ("seg-ext-global", "mono-ext"),
                           ("seg-all-nospin", "mono-all"), ("seg-all-global", "mono-all"), ("seg-ext", "mono-ext"),
-                          ("seg-all", "mono-all")):
+                          ("seg-all", "mono-all"), ("seg-all-one", "mono-all"), ("default", "mono-all")):
             if seg in by and mono in by:
                 a[f"{seg}/{mono}"] = round(by[seg]["super_p50_ms"] / by[mono]["super_p50_ms"], 3)
         d = by.get("default")
@@ -237,8 +247,9 @@ def acceptance(rows: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
         for one in ("one-mono-ext", "one-mono-all"):
             if d and one in by:
                 a[f"default_rss/{one}"] = round(d["rss_mb"] / by[one]["rss_mb"], 3)
-        if "seg-int8" in by and eager:
-            a["seg-int8_super/eager"] = round(by["seg-int8"]["super_p50_ms"] / eager, 3)
+        for int8 in ("seg-int8", "seg-int8-one"):
+            if int8 in by and eager:
+                a[f"{int8}_super/eager"] = round(by[int8]["super_p50_ms"] / eager, 3)
         out[threads] = a
     return out
 

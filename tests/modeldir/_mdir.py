@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import tempfile
 import site
 import sys
 import threading
@@ -188,5 +190,13 @@ def reads_outside(paths: list[str], directory: Path, forbidden_root: Path) -> li
             continue
         if p.startswith(("/proc/self/", f"/proc/{os.getpid()}/")) or any(inside(p, r) for r in libs):
             continue
+        if _OWN_TEMP.fullmatch(p):
+            continue
         bad.append(p)
     return bad
+
+
+_OWN_TEMP = re.compile(re.escape(tempfile.gettempdir()) + r"/adn-edge-switch-graph-[^/]+(/part\d+_(full|skip)\.onnx)?")
+"""The one-session segmented backend's own temporary files: ONNX Runtime writes each
+segment form it optimised there and the backend reads it back (switch_graph.py). Not
+model-directory data: written by this process from bytes already checked."""

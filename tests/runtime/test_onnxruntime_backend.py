@@ -40,7 +40,7 @@ def test_probe_catches_sessions_that_copy_weights(model_dir):
 
 def test_options_change_sharing_and_threads(model_dir, inputs, references):
     with EngineSwitcher.open(model_dir, subnets=["1111", "0110"], share_weights=False, share_arena=False,
-                             prepack=True, threads=1) as sw:
+                             prepack=True, threads=1, segmented=False) as sw:
         d = sw.describe()["engine"]
         assert not d["shared_weights"] and not d["shared_arena"] and d["sharing"]["tensors_unique"] == 0
         assert not sw.engine.verify_sharing()["ok"]

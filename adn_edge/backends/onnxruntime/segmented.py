@@ -10,11 +10,16 @@ When to use which (``benchmarks/bench_cpu_modes.py``, ResNet50-ADN, CPU, batch 1
 2-core AMD EPYC; table in README "Results"):
 
 * On ONNX Runtime's CPU provider segments are the default (``EngineSwitcher.open``'s
-  ``default_segmented``): each form's weights live in one session, so the full
+  ``default_segmented``): each form's weights live in one place, so the full
   optimisation level (NCHWc, pre-packing: per-session weight copies) costs nothing
-  extra. Segments at ``all``: 1.04x the latency of monolithic graphs at ``all`` at 1
-  thread, 192 MB with all 16 sub-networks open, against 1344 MB for 16 monolithic
-  ``all`` sessions and 208 MB for 16 weight-sharing ``extended`` ones (1.2-1.3x slower).
+  extra: ~190 MB with all 16 sub-networks of ResNet50-ADN open, against 1344 MB for 16
+  monolithic ``all`` sessions and 208 MB for 16 weight-sharing ``extended`` ones
+  (1.2-1.3x slower).
+* There, too, the parts run as ONE session by default (``single_session``, see
+  :mod:`.switch_graph`): a chain of sessions hands the cores from pool to pool at every
+  stage boundary (1.16x monolithic at 2 threads), one session does not.
+  ``single_session=False`` keeps the chain; corrected segments, weights shared across
+  sessions (``check_sharing``) and CUDA always use it.
 * A graph boundary per stage means no fusion across it and one activation hand-over,
   small next to a ResNet stage.
 * Segments pay off where weights cannot be shared across graphs: TensorRT engines
@@ -105,14 +110,30 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def _checked_io(sess: Any, rec: dict[str, Any], part: dict[str, Any], corrected: bool) -> list[str]:
+    """The inputs of a segment session besides the activation (correction inputs, which
+    only corrected segments may have), after checking its inputs and outputs against
+    the manifest's part."""
+    ins = [i.name for i in sess.get_inputs()]
+    outs = [o.name for o in sess.get_outputs()]
+    extra = [n for n in ins if n != part["input"]]
+    if part["input"] not in ins or outs != [part["output"]] or (extra and not corrected):
+        why = " (correction inputs, but the manifest lists no corrections)" if extra else ""
+        raise AdnError(f"{rec['path']} has inputs {ins} and outputs {outs}{why}, but the manifest "
+                       f"describes {part['input']!r} -> {part['output']!r}.", "Re-export the segments.")
+    return extra
+
+
 @register_backend("onnxruntime-segmented", available=ort_unavailable, priority=19)
 class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
     """ONNX Runtime over segment graphs. Options: as the ``onnxruntime`` backend
     (``device``, ``threads``, ``thread_pool``, ``graph_optimization``, ``prepack``,
     ``share_weights``, ``share_arena``, ``check_sharing``, ``max_batch``,
-    ``arena_shrink_above``) and ``precision`` (fp32, fp16 or
+    ``arena_shrink_above``), ``precision`` (fp32, fp16 or
     int8, see :func:`files_key`; int8 pre-packs weights unless ``prepack=False``, as
-    the ``onnxruntime`` backend does)."""
+    the ``onnxruntime`` backend does) and ``single_session`` (None: one session on the
+    CPU where nothing needs the chain; True/False to choose; ``describe()`` says which
+    and why)."""
 
     segmented = True
 
@@ -123,7 +144,8 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         return [part[key][kind] for part in seg["parts"] for kind in SEGMENT_KINDS.values()]
 
     def __init__(self, directory: Path, manifest: dict[str, Any], codes: Sequence[str], *,
-                 precision: str | None = None, check_sharing: bool = False, **options: Any) -> None:
+                 precision: str | None = None, check_sharing: bool = False, single_session: bool | None = None,
+                 **options: Any) -> None:
         super().__init__(directory, manifest, codes)
         seg = manifest_mod.running_segments(manifest)
         key = files_key(seg, precision)
@@ -133,6 +155,8 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
             # As the monolithic backend: integer kernels need their pre-packed weights.
             factory_options.setdefault("prepack", True)
         self.factory = SessionFactory(**segment_defaults(factory_options, sharing=check_sharing))
+        self._one: tuple[Any, str, str] | None = None
+        self._flags: dict[str, dict[str, np.ndarray]] = {}
         self._chain: list[dict[str, tuple[Any, str, str]]] = []
         self._used: list[dict[str, set[str]]] = []
         self.file_bytes = 0
@@ -143,8 +167,15 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         # the BatchNorm corrections each graph takes as inputs besides the activation.
         self._corr: list[dict[str, dict[str, np.ndarray]]] | None = None
         self._corr_values: list[dict[str, dict[str, Any]]] | None = None
+        self.single_session, self.single_session_reason = self._one_session(single_session, corrected is not None,
+                                                                            check_sharing)
         extra_inputs: dict[tuple[int, str], list[str]] = {}
         shapes: dict[str, list[Any]] = {}
+        if self.single_session:
+            with opening(self):
+                self._open_one_session(manifest, seg, key)
+            self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
+            return
         with opening(self):
             arrays = manifest_mod.read_segment_corrections(self.directory, seg)
             for part in seg["parts"]:
@@ -156,14 +187,7 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
                         f"segment {part['index']} ({kind})")
                     self.file_bytes += nbytes
                     used[flag] = set(names)
-                    ins = [i.name for i in sess.get_inputs()]
-                    outs = [o.name for o in sess.get_outputs()]
-                    extra = [n for n in ins if n != part["input"]]
-                    if part["input"] not in ins or outs != [part["output"]] or (extra and corrected is None):
-                        why = " (correction inputs, but the manifest lists no corrections)" if extra else ""
-                        raise AdnError(f"{rec['path']} has inputs {ins} and outputs {outs}{why}, but the manifest "
-                                       f"describes {part['input']!r} -> {part['output']!r}.",
-                                       "Re-export the segments.")
+                    extra = _checked_io(sess, rec, part, corrected is not None)
                     extra_inputs[(int(part["index"]), flag)] = extra
                     shapes.update({i.name: list(i.shape) for i in sess.get_inputs() if i.name in extra})
                     forms[flag] = (sess, part["input"], part["output"])
@@ -188,7 +212,60 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
             self.close()
             raise AdnError(f"check_sharing: some segment sessions hold their own copy of shared weights ({probe}).")
 
+    def _one_session(self, wanted: bool | None, corrected: bool, check_sharing: bool) -> tuple[bool, str]:
+        """Whether all parts run as one session (:mod:`.switch_graph`), and why."""
+        why_not = None
+        if self.factory.device != "cpu":
+            why_not = "the one-session graph is built for ONNX Runtime's CPU provider"
+        elif corrected:
+            why_not = "corrected segments take per-sub-network corrections that only the chain feeds"
+        elif check_sharing or self.factory.share_weights:
+            why_not = "weights shared across sessions (check_sharing / share_weights) need a chain of sessions"
+        if wanted is None:
+            return (why_not is None,
+                    why_not or "one session on the CPU: one thread pool, one run per inference (measured faster "
+                               "than a chain of sessions at 2+ threads, same memory)")
+        if wanted and why_not:
+            raise AdnError(f"single_session=True cannot be honoured: {why_not}.",
+                           "Leave single_session unset (the backend picks), or set it to False.")
+        return bool(wanted), "asked for (single_session=True)" if wanted else "asked for (single_session=False)"
+
+    def _open_one_session(self, manifest: dict[str, Any], seg: dict[str, Any], key: str) -> None:
+        """Every part's forms, optimised by ONNX Runtime here, composed into one graph
+        and one session (see :mod:`.switch_graph`). Each file is checked against the
+        manifest (sha256, identity metadata) as it is read, as the chain does."""
+        from adn_edge.backends.onnxruntime.switch_graph import SwitchGraphBuilder, flag_feeds
+
+        builder = SwitchGraphBuilder()
+        try:
+            for part in seg["parts"]:
+                k = int(part["index"])
+                for kind in SEGMENT_KINDS.values():
+                    rec = part[key][kind]
+                    sess, _, nbytes = self.factory.open_verified(
+                        self.directory, rec, for_segment(manifest, k, kind), f"segment {k} ({kind})",
+                        save_optimized=builder.path_for(k, kind))
+                    _checked_io(sess, rec, part, False)
+                    del sess
+                    self.file_bytes += nbytes
+                    builder.add_form(k, kind, part["input"], part["output"])
+            data = builder.compose()
+        finally:
+            builder.close()
+        sess, _ = self.factory.session(data, f"{self.directory} (segments as one graph)", optimization="disable")
+        del data
+        parts = seg["parts"]
+        self._one = (sess, parts[0]["input"], parts[-1]["output"])
+        self._flags = flag_feeds(self.codes, lambda a: a)
+
     def _run_chunk(self, code: str, batch: np.ndarray, run_options: Any, own: bool) -> np.ndarray:
+        if self._one is not None:
+            sess, in_name, out_name = self._one
+            feed = {in_name: batch, **self._flags[code]}
+            if own:
+                return self._run_own(sess, feed, out_name, run_options)
+            result: np.ndarray = sess.run([out_name], feed, run_options)[0]
+            return result
         chain = self._chain
         corr, corr_values = self._corr, self._corr_values
         if run_options is not None and self.factory.device == "cpu":
@@ -238,6 +315,10 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         """Perturbation proof (see :func:`perturbation_probe`) over whole chains of the
         first and last open sub-networks: by default the first and last float tensors
         that both chains use (the stem convolution and the classifier)."""
+        if self._one is not None:
+            self.sharing_probe = {"ok": True, "single_session": True,
+                                  "note": "one session holds every weight once; nothing is shared across sessions"}
+            return self.sharing_probe
         units = list(dict.fromkeys([self.codes[0], self.codes[-1]]))
         if names is None:
             arrays = self.factory.shared.arrays
@@ -255,11 +336,14 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d["segments"] = len(self._chain) * 2
+        d["segments"] = 2 * len(manifest_mod.running_segments(self.manifest)["parts"])
         d["segment_corrections"] = self.corrections
+        d["single_session"] = self.single_session
+        d["single_session_reason"] = self.single_session_reason
         return d
 
     def _drop_sessions(self) -> None:
+        self._one = None
         for forms in getattr(self, "_chain", []):
             forms.clear()
         self._corr_values = None

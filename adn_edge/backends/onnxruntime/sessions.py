@@ -285,7 +285,10 @@ class SessionFactory:
                               "must then use: thread_pool='session' and threads are ignored")
         return self.thread_pool == "global"
 
-    def options(self) -> Any:
+    def options(self, optimization: str | None = None, save_optimized: str | None = None) -> Any:
+        """Session options as configured; ``optimization`` overrides the level (a graph
+        optimised already is loaded at ``disable``), ``save_optimized`` makes ONNX
+        Runtime write the graph it optimised to that path."""
         ort = self.ort
         so = ort.SessionOptions()
         so.log_severity_level = 3
@@ -294,7 +297,9 @@ class SessionFactory:
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[self.graph_optimization]
+        }[optimization or self.graph_optimization]
+        if save_optimized:
+            so.optimized_model_filepath = save_optimized
         if self._use_global_pool():
             so.use_per_session_threads = False
         else:
@@ -334,23 +339,25 @@ class SessionFactory:
         return True
 
     def open_verified(self, directory: Path, record: dict[str, Any], expected: Mapping[str, str],
-                      what: str) -> tuple[Any, list[str], int]:
+                      what: str, save_optimized: str | None = None) -> tuple[Any, list[str], int]:
         """A session for a manifest-listed graph, its bytes checked against the sha256 as
         they are read and its metadata against ``expected`` (the identity its record
         implies, :mod:`adn_edge.modeldir.graph_identity`: ``what`` names it in the error);
         returns (session, shared names it uses, file size). The bytes are not kept:
         ONNX Runtime holds what it needs."""
         data = read_verified(directory, record)
-        sess, names = self.session(data, record["path"])
+        sess, names = self.session(data, record["path"], save_optimized=save_optimized)
         check_metadata(sess.get_modelmeta().custom_metadata_map, expected, what, str(record["path"]))
         return sess, names, len(data)
 
-    def session(self, data: bytes, label: str) -> tuple[Any, list[str]]:
-        """A session for the serialized graph ``data``; returns it and the shared names it uses."""
-        used = self.shared.attach(data) if self.share_weights else []
+    def session(self, data: bytes, label: str, optimization: str | None = None,
+                save_optimized: str | None = None) -> tuple[Any, list[str]]:
+        """A session for the serialized graph ``data``; returns it and the shared names it
+        uses (``optimization``, ``save_optimized``: see :meth:`options`)."""
+        used = self.shared.attach(data) if self.share_weights and not save_optimized else []
 
         def create() -> Any:
-            so = self.options()
+            so = self.options(optimization, save_optimized)
             for name, value in used:
                 so.add_initializer(name, value)
             return self.ort.InferenceSession(data, so, providers=self.providers)

@@ -1,0 +1,145 @@
+"""One ONNX Runtime session for every sub-network of a segmented model (the CPU default).
+
+A chain of 2*S segment sessions pays, at more than one thread, for S thread pools
+handing the cores to each other: each session's pool wakes for its segment and goes
+back to sleep (spinning pools fight instead: 3-4x slower), which cost ResNet50-ADN
+1.16x the latency of one monolithic graph at 2 threads. ONNX Runtime's process-wide
+global pool removes that (1.07x), but once created every other session in the
+process, the application's own included, must use it ("use_per_session_threads must
+be false when using a global thread pool"), so an embedded runtime cannot impose it.
+
+Here the S segment pairs become ONE graph instead: stage k is an ``If`` on a boolean
+input ``skip<k>`` whose branches are the skipped and the full form of part k. One
+session, one thread pool, one ``run`` per inference, and switching is a different
+set of booleans. Two ONNX Runtime details decide how it is built:
+
+* initializers inside an ``If`` branch are held twice by ONNX Runtime (as graph
+  protos and as tensors: 374 MB instead of ~190 for ResNet50-ADN, at every
+  optimisation level), while initializers of the main graph that branches read from
+  the outer scope are held once;
+* the optimiser transforms only initializers of a branch's own scope, so with the
+  weights hoisted to the main graph, convolutions would lose the NCHWc layout
+  (1.2x slower).
+
+So each segment form is first optimised by ONNX Runtime itself, on this machine, at
+``all`` (the NCHWc layout and block size are this CPU's), written to a private
+temporary file, and only then composed, weights hoisted to the main graph; the
+composed graph is loaded with the optimiser off, since it is optimised already.
+Numerically it is the segment chain (the same kernels on the same weights).
+Measured by ``benchmarks/bench_cpu_modes.py`` and ``benchmarks/bench_cpu_ceiling.py``.
+
+Module-level imports: numpy and the standard library; ``onnx`` is imported when a
+graph is composed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adn_edge.errors import AdnError
+
+
+def flag_name(k: int) -> str:
+    """The boolean input that selects part ``k``'s skipped form."""
+    return f"skip{k}"
+
+
+class SwitchGraphBuilder:
+    """Collects the forms of every part as ONNX Runtime optimised them, then composes
+    them (see the module docstring). The caller opens a session per form that writes
+    its optimised graph to :meth:`path_for` (and checks what it checks on it), then
+    hands the file over with :meth:`add_form`."""
+
+    def __init__(self) -> None:
+        import onnx
+
+        self.onnx = onnx
+        self._tmp = tempfile.TemporaryDirectory(prefix="adn-edge-switch-graph-")
+        self._parts: dict[int, dict[str, Any]] = {}
+
+    def path_for(self, index: int, kind: str) -> str:
+        return str(Path(self._tmp.name) / f"part{index}_{kind}.onnx")
+
+    def add_form(self, index: int, kind: str, in_name: str, out_name: str) -> None:
+        """Take over the optimised graph of part ``index``, form ``kind`` (``full``/``skip``)."""
+        path = Path(self.path_for(index, kind))
+        part = self._parts.setdefault(index, {"index": index, "input": in_name, "output": out_name, "forms": {}})
+        part["forms"][kind] = self.onnx.load(str(path))
+        path.unlink()
+
+    def compose(self) -> bytes:
+        """The serialized one-session graph: inputs (activation, ``skip0..skip{S-1}``), one output."""
+        onnx = self.onnx
+        helper = onnx.helper
+        hoisted: list[Any] = []
+        opsets: dict[str, int] = {}
+        nodes: list[Any] = []
+        inputs: list[Any] = []
+        ir_version = 0
+        parts = [self._parts[k] for k in sorted(self._parts)]
+        last = parts[-1]
+        output = onnx.ValueInfoProto()  # copied before the branches rename their values
+        output.CopyFrom(next(o for o in last["forms"]["full"].graph.output if o.name == last["output"]))
+        for part in parts:
+            k = part["index"]
+            branches = {}
+            for kind, model in part["forms"].items():
+                ir_version = max(ir_version, model.ir_version)
+                for o in model.opset_import:
+                    opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+                if not inputs:
+                    inputs.append(next(i for i in model.graph.input if i.name == part["input"]))
+                branches[kind] = self._branch(model.graph, f"p{k}{kind}/", part["input"], hoisted)
+            inputs.append(helper.make_tensor_value_info(flag_name(k), onnx.TensorProto.BOOL, []))
+            nodes.append(helper.make_node("If", [flag_name(k)], [part["output"]], name=f"part{k}",
+                                          then_branch=branches["skip"], else_branch=branches["full"]))
+        graph = helper.make_graph(nodes, "adn_switch_graph", inputs, [output], initializer=hoisted)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+        model.ir_version = ir_version
+        self._parts.clear()
+        data: bytes = model.SerializeToString()
+        return data
+
+    @staticmethod
+    def _branch(graph: Any, prefix: str, outer_input: str, hoisted: list[Any]) -> Any:
+        """``graph`` as an input-less ``If`` branch: its input read from the outer scope,
+        every other name prefixed (branches share one namespace), initializers moved
+        to ``hoisted`` (the main graph's)."""
+        inner = graph.input[0].name if len(graph.input) == 1 else outer_input
+        if len(graph.input) != 1:
+            raise AdnError(f"A segment graph has inputs {[i.name for i in graph.input]} after optimisation; the "
+                           "one-session graph takes segments with one input only.",
+                           "Open with single_session=False.")
+
+        def rename(name: str) -> str:
+            if name == inner:
+                return outer_input
+            return prefix + name if name else name
+
+        for t in graph.initializer:
+            t.name = prefix + t.name
+        for node in graph.node:
+            node.name = prefix + node.name
+            node.input[:] = [rename(n) for n in node.input]
+            node.output[:] = [rename(n) for n in node.output]
+        for info in list(graph.value_info) + list(graph.output):
+            info.name = rename(info.name)
+        hoisted.extend(graph.initializer)
+        del graph.initializer[:]
+        del graph.input[:]
+        graph.name = prefix.rstrip("/")
+        return graph
+
+    def close(self) -> None:
+        self._parts.clear()
+        self._tmp.cleanup()
+
+
+def flag_feeds(codes: Sequence[str], ortvalue: Callable[[np.ndarray], Any]) -> dict[str, dict[str, Any]]:
+    """Per code, the boolean inputs that select its forms (made once, fed every run)."""
+    return {c: {flag_name(k): ortvalue(np.array(ch == "0")) for k, ch in enumerate(c)} for c in codes}
