@@ -76,17 +76,17 @@ def spaced_budgets(front: Sequence[str], latency_ms: Mapping[str, float]) -> lis
 def export_embedded(out: Path, recal_samples: int = 512, log: Log = print, iterate: Iterate | None = None) -> int:
     """Step 1: every sub-network of the embedded model into ``out``, recalibrated and
     verified (also what ``benchmarks/bench_timing_noise.py`` measures). Returns the count."""
-    from adn_edge.data import EMBEDDED_NAME, load_embedded
+    from adn_edge.data import EMBEDDED_DATASET, EMBEDDED_NAME, load_embedded
     from adn_edge.export import Exporter, ExportOptions
     from adn_edge.train.recalibrate import batches_from_data
 
     model, ckpt = load_embedded()
     log(f"1/5 export: {EMBEDDED_NAME} ({model.arch}, {model.num_skippable_stages} skippable stages, "
         f"{2 ** model.num_skippable_stages} sub-networks) -> {out}, BN recalibrated per sub-network "
-        f"on {recal_samples} built-in training images")
-    batches = batches_from_data("builtin", model.arch, recal_samples)
+        f"on {recal_samples} training images of builtin:{EMBEDDED_DATASET}")
+    batches = batches_from_data(f"builtin:{EMBEDDED_DATASET}", model.arch, recal_samples)
     exporter = Exporter(model, out, ckpt.source_record(),
-                        ExportOptions(recalibration=batches, recalibration_source="builtin"))
+                        ExportOptions(recalibration=batches, recalibration_source=f"builtin:{EMBEDDED_DATASET}"))
     exported = exporter.export("all", iterate=iterate)
     worst = max(r.parity["onnx"].rel_err for r in exported)
     log(f"    {len(exported)} graphs verified against PyTorch (worst relative error {worst:.1e})")
@@ -97,6 +97,7 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samp
              threads: int | None = None, log: Log = print, iterate: Iterate | None = None) -> DemoResult:
     from adn_edge.bench import pareto as pareto_mod
     from adn_edge.bench.harness import BenchOptions, bench_threads, run_bench
+    from adn_edge.data import EMBEDDED_DATASET
     from adn_edge.modeldir import ModelDir
     from adn_edge.modeldir.pareto import pareto_front
     from adn_edge.runtime import EngineSwitcher
@@ -116,9 +117,9 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samp
     export_embedded(out, recal_samples, log, iterate)
     lap("export")
 
-    log("2/5 eval: every sub-network on the built-in test split (ONNX Runtime)")
+    log(f"2/5 eval: every sub-network on the test split of builtin:{EMBEDDED_DATASET} (ONNX Runtime)")
     opened = ModelDir.open(out)  # read and validated once, handed to every step below
-    test = load_builtin("digits", "test", preprocess_for_directory(opened))
+    test = load_builtin(EMBEDDED_DATASET, "test", preprocess_for_directory(opened))
     ev = evaluate_directory(opened, test, "all", backend="onnxruntime", iterate=iterate)
     write_eval(out, ev, merge=False)
     result.accuracy = {c: a.top1 for c, a in ev.subnets.items()}

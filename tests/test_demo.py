@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from adn_edge.data import EMBEDDED_DATASET
 from adn_edge.demo import spaced_budgets
 from adn_edge.modeldir import manifest
 from adn_edge.modeldir.pareto import pareto_front
@@ -22,11 +23,13 @@ def test_demo_exports_verifies_evaluates_benches_switches_and_plots(tmp_path, ca
     assert code == 0, err
     summary = json.loads(stdout)
     data = manifest.load(out)
-    assert len(data["subnets"]) == 16 and data["recalibration"]["data"] == "builtin"
+    assert len(data["subnets"]) == 16 and data["recalibration"]["data"] == f"builtin:{EMBEDDED_DATASET}"
     assert all(e["parity"]["onnx"]["rel_err"] <= 1e-4 for e in data["subnets"].values())
-    # The recommended recipe keeps every sub-network of the embedded model accurate.
+    # The recommended recipe keeps every sub-network of the embedded model accurate, and
+    # there is something to trade: deeper sub-networks are more accurate than the base-net.
     top1 = {c: s["top1"] for c, s in summary["subnets"].items()}
-    assert len(top1) == 16 and min(top1.values()) >= 95.0, top1
+    assert len(top1) == 16 and min(top1.values()) >= 85.0, top1
+    assert max(top1, key=top1.get) != "0000" and max(top1.values()) - top1["0000"] >= 1.0, top1
     bench = json.loads((out / "bench-cpu.json").read_text())
     validate_bench(bench)
     assert (out / "eval.json").exists() and (out / "pareto.png").stat().st_size > 10_000

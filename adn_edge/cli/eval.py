@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Argument(..., help="A checkpoint (PyTorch evaluation of the materialised "
                                       "sub-networks) or an exported model directory (runtime backends)."),
         data: str = typer.Option(..., "--data", "-d", help="ImageFolder directory (its val/ or test/ split if "
-                                 "present) or builtin / builtin:mnist (their fixed test split)."),
+                                 "present) or builtin / builtin:NAME (mnist, fashion, fashion-full: their fixed test split)."),
         arch: str = typer.Option(None, "--arch", "-a", help="Architecture of a checkpoint (default: from the "
                                  "file); must match a model directory's."),
         subnet: list[str] = typer.Option(["all"], "--subnet", "-s", help="Code(s): 1010, TFFF, super, base or "

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     def quantize(
         directory: Path = typer.Argument(..., help="Model directory written by `adn-edge export`."),
         calib: str = typer.Option(..., "--calib", "-c", help="Calibration images: a folder (sub-folders are "
-                                  "searched; preprocessed as the manifest says) or builtin / builtin:mnist (the "
+                                  "searched; preprocessed as the manifest says) or builtin / builtin:NAME (mnist, fashion: the "
                                   "built-in training split)."),
         subnet: list[str] = typer.Option(["all"], "--subnet", "-s", help="Code(s): 1010, TFFF, super, base or all "
                                          "(default: every exported sub-network)."),

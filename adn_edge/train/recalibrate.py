@@ -221,7 +221,7 @@ def calibration_batches(dataset: Any, samples: int = 512, batch_size: int = 64, 
 
 def batches_from_data(data: str, arch: str, samples: int = 512, input_size: int | None = None,
                       batch_size: int = 64, seed: int = 0) -> list[torch.Tensor]:
-    """Calibration batches from a ``--data`` value (``builtin``, ``builtin:mnist`` or an ImageFolder).
+    """Calibration batches from a ``--data`` value (``builtin``, ``builtin:NAME`` or an ImageFolder).
 
     Uses the *training* split (``DIR/train`` when present), preprocessed exactly as
     the architecture's input (``input_size`` overrides the registry's), without

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adn_edge.data import EMBEDDED_ARCH, embedded_info, embedded_path, load_embedded
+from adn_edge.data import EMBEDDED_ARCH, EMBEDDED_DATASET, embedded_info, embedded_path, load_embedded
 from adn_edge.fileio import sha256_file
 from adn_edge.train import data as data_mod
 from adn_edge.train.evaluate import evaluate_model
@@ -19,7 +19,9 @@ def test_embedded_model_matches_its_record():
     assert model.arch == EMBEDDED_ARCH and ck.container == "adn-edge"
     prep = data_mod.preprocess_for_checkpoint(model.arch, ck.header)
     assert prep.input_size == info["dataset"]["input_size"]
-    test = data_mod.load_builtin("digits", "test", prep)
+    assert info["dataset"]["name"] == EMBEDDED_DATASET
+    test = data_mod.load_builtin(EMBEDDED_DATASET, "test", prep)
+    assert len(test) == info["dataset"]["test"]
     res = evaluate_model(model, test, ["super", "base"])
     for code, acc in res.subnets.items():
         assert acc.top1 == pytest.approx(info["subnets"][code]["top1"], abs=1e-3), code
