@@ -13,11 +13,10 @@ interleaved, configurations shuffled per round, median over rounds of each round
 * ``openvino``       OpenVINO's CPU plugin on the same monolithic graph (LATENCY hint;
                      skipped when ``openvino`` is not importable): a second runtime's ceiling
 * ``default``        ``EngineSwitcher.open(DIR)``'s pick (segments at ``all``)
-* ``switch-graph``   an alternative to the segment chain measured for issue 14: ONE
-                     ONNX graph holding every segment form, one ``If`` per stage choosing
-                     the skipped or the full form from a boolean input, so one session
-                     (one thread pool, one ``run``) serves all 2^S sub-networks
-                     (composed here from the segment graphs, not a product feature)
+* ``switch-graph``   the naive form of the default's one-session graph: every segment
+                     form in ONE graph, an ``If`` per stage, but the weights left inside
+                     the branches and optimised by ONNX Runtime there (what
+                     ``backends/onnxruntime/switch_graph.py`` explains it does not do)
 
     python benchmarks/bench_cpu_ceiling.py [--threads 1 2] [--rounds 3] [--runs 30]
 
@@ -123,40 +122,14 @@ def prepare():
 def prepare():
     import onnx
     import onnxruntime as ort
-    from onnx import helper
-    parts = m["segments"]["parts"]
-
-    def branch(path, prefix, outer):
-        g = onnx.load(os.path.join(directory, path)).graph
-        inp = g.input[0].name
-        ren = lambda n: outer if n == inp else (prefix + n if n else n)
-        for t in g.initializer:
-            t.name = prefix + t.name
-        for node in g.node:
-            node.name = prefix + node.name
-            node.input[:] = [ren(n) for n in node.input]
-            node.output[:] = [ren(n) for n in node.output]
-        for vi in list(g.value_info) + list(g.output):
-            vi.name = ren(vi.name)
-        del g.input[:]
-        return g
-
-    first = onnx.load(os.path.join(directory, parts[0]["files"]["full"]["path"]))
-    inputs, nodes, prev = [first.graph.input[0]], [], first.graph.input[0].name
-    for p in parts:
-        k = p["index"]
-        inputs.append(helper.make_tensor_value_info(f"skip{k}", onnx.TensorProto.BOOL, []))
-        nodes.append(helper.make_node("If", [f"skip{k}"], [f"stage{k}"], name=f"stage{k}",
-                                      then_branch=branch(p["files"]["skip"]["path"], f"s{k}skip/", prev),
-                                      else_branch=branch(p["files"]["full"]["path"], f"s{k}full/", prev)))
-        prev = f"stage{k}"
-    out = onnx.ValueInfoProto()
-    out.CopyFrom(onnx.load(os.path.join(directory, parts[-1]["files"]["full"]["path"])).graph.output[0])
-    out.name = prev
-    model = helper.make_model(helper.make_graph(nodes, "switchable", inputs, [out]), opset_imports=first.opset_import)
-    model.ir_version = first.ir_version
-    data = model.SerializeToString()
-    del model, first
+    from adn_edge.backends.onnxruntime.switch_graph import SwitchGraphBuilder, flag_feeds
+    builder = SwitchGraphBuilder()
+    for p in m["segments"]["parts"]:
+        for kind in ("full", "skip"):
+            builder.add_model(p["index"], kind, p["input"], p["output"],
+                              onnx.load(os.path.join(directory, p["files"][kind]["path"])))
+    data = builder.compose(hoist=False)  # the naive form: weights inside the branches, optimised by ORT
+    builder.close()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
@@ -167,7 +140,7 @@ def prepare():
     import ctypes
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     name = m["input"]["name"]
-    flags = {c: {f"skip{k}": np.array(ch == "0") for k, ch in enumerate(c)} for c in (SUP, BASE)}
+    flags = flag_feeds((SUP, BASE), lambda a: a)
     return (lambda c: sess.run(None, {name: x, **flags[c]})), [SUP, BASE]
 """,
 }

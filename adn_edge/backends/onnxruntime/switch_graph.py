@@ -68,12 +68,19 @@ class SwitchGraphBuilder:
     def add_form(self, index: int, kind: str, in_name: str, out_name: str) -> None:
         """Take over the optimised graph of part ``index``, form ``kind`` (``full``/``skip``)."""
         path = Path(self.path_for(index, kind))
-        part = self._parts.setdefault(index, {"index": index, "input": in_name, "output": out_name, "forms": {}})
-        part["forms"][kind] = self.onnx.load(str(path))
+        self.add_model(index, kind, in_name, out_name, self.onnx.load(str(path)))
         path.unlink()
 
-    def compose(self) -> bytes:
-        """The serialized one-session graph: inputs (activation, ``skip0..skip{S-1}``), one output."""
+    def add_model(self, index: int, kind: str, in_name: str, out_name: str, model: Any) -> None:
+        """A form given as an ``onnx.ModelProto`` (``benchmarks/bench_cpu_ceiling.py`` composes
+        the unoptimised segment graphs this way, to measure the naive variant)."""
+        part = self._parts.setdefault(index, {"index": index, "input": in_name, "output": out_name, "forms": {}})
+        part["forms"][kind] = model
+
+    def compose(self, hoist: bool = True) -> bytes:
+        """The serialized one-session graph: inputs (activation, ``skip0..skip{S-1}``), one
+        output. ``hoist=False`` leaves each branch's initializers in the branch (the naive
+        form, held twice by ONNX Runtime: measured, not used)."""
         onnx = self.onnx
         helper = onnx.helper
         hoisted: list[Any] = []
@@ -94,7 +101,7 @@ class SwitchGraphBuilder:
                     opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
                 if not inputs:
                     inputs.append(next(i for i in model.graph.input if i.name == part["input"]))
-                branches[kind] = self._branch(model.graph, f"p{k}{kind}/", part["input"], hoisted)
+                branches[kind] = self._branch(model.graph, f"p{k}{kind}/", part["input"], hoisted if hoist else None)
             inputs.append(helper.make_tensor_value_info(flag_name(k), onnx.TensorProto.BOOL, []))
             nodes.append(helper.make_node("If", [flag_name(k)], [part["output"]], name=f"part{k}",
                                           then_branch=branches["skip"], else_branch=branches["full"]))
@@ -106,7 +113,7 @@ class SwitchGraphBuilder:
         return data
 
     @staticmethod
-    def _branch(graph: Any, prefix: str, outer_input: str, hoisted: list[Any]) -> Any:
+    def _branch(graph: Any, prefix: str, outer_input: str, hoisted: list[Any] | None) -> Any:
         """``graph`` as an input-less ``If`` branch: its input read from the outer scope,
         every other name prefixed (branches share one namespace), initializers moved
         to ``hoisted`` (the main graph's)."""
@@ -129,8 +136,9 @@ class SwitchGraphBuilder:
             node.output[:] = [rename(n) for n in node.output]
         for info in list(graph.value_info) + list(graph.output):
             info.name = rename(info.name)
-        hoisted.extend(graph.initializer)
-        del graph.initializer[:]
+        if hoisted is not None:
+            hoisted.extend(graph.initializer)
+            del graph.initializer[:]
         del graph.input[:]
         graph.name = prefix.rstrip("/")
         return graph
