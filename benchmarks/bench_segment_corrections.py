@@ -4,19 +4,24 @@ Issue 14, item 2, option (i): segment graphs fold reference BatchNorm statistics
 take each sub-network's recalibrated statistics as per-channel correction inputs
 (adn_edge/export/corrections.py). Measured here:
 
-1. top-1 on the built-in digits test split of all 16 sub-networks, through the
+1. top-1 of all 16 sub-networks on each model's own built-in test split, through the
    corrected segment graphs (exact, a few ``--correction-threshold`` values and the
    ``joint`` reference), the recalibrated monolithic graphs and the plain
-   (un-recalibrated) segments; on the embedded model (input 32) and on the training
-   study's checkpoints (``/tmp/study/work/{adn,sandwich}_f{1.0,0.3}_s{seed}``, input 16).
-   Recalibration: ``--samples`` images of the built-in training split (seed 0).
+   (un-recalibrated) segments; on the embedded model (Fashion-MNIST, input 32, data
+   ``builtin:fashion``: 2,000 test images) and on the training study's checkpoints
+   (``/tmp/study/work/{adn,sandwich}_f{1.0,0.3}_s{seed}``, digits, input 16, data
+   ``builtin``: 360 test images). Recalibration: ``--samples`` images of the same
+   dataset's training split (seed 0).
 2. ResNet50-ADN with random weights at 224 (recalibration data: built-in digits
    resized): latency p50 at batch 1, 1 ONNX Runtime thread (EngineSwitcher), and the
    resident memory of a fresh process that opened the directory and ran every code once,
    for corrected segments (several thresholds), plain segments and the recalibrated
    monolithic graphs. Each configuration runs in its own process.
 
-    python benchmarks/bench_segment_corrections.py [--seeds 0 1] [--skip-latency] [--quick]
+    python benchmarks/bench_segment_corrections.py [--seeds 0 1] [--skip-latency] [--skip-accuracy]
+
+A part that is skipped keeps its previous record in the JSON (``kept_from_previous_run``
+names the run that measured it).
 
 The machine is shared (2 cores): timings are rough; the load average is recorded.
 """
@@ -75,7 +80,9 @@ def _top1(directory: Path, segmented: bool, x: Any, y: Any, codes: list[str]) ->
 
 
 def accuracy_of(name: str, model: Any, source: dict[str, Any], input_size: int, samples: int,
-                thresholds: list[float], work: Path) -> dict[str, Any]:
+                thresholds: list[float], work: Path, dataset: str = "digits") -> dict[str, Any]:
+    """``dataset``: the built-in dataset the model was trained on (its test split is
+    evaluated, its training split recalibrates)."""
     import numpy as np
     import torch
 
@@ -89,12 +96,13 @@ def accuracy_of(name: str, model: Any, source: dict[str, Any], input_size: int, 
     torch.set_num_threads(1)
     arch = model.arch
     codes = subnet.all_codes(model.num_skippable_stages)
-    test = load_builtin("digits", "test", preprocess_for_arch(arch, input_size))
+    data = f"builtin:{dataset}"
+    test = load_builtin(dataset, "test", preprocess_for_arch(arch, input_size))
     x, y = test.images.numpy().astype(np.float32), test.labels.numpy()
-    batches = batches_from_data("builtin", arch, samples, input_size)
+    batches = batches_from_data(data, arch, samples, input_size)
     t0 = time.perf_counter()
     base = work / name
-    opts = ExportOptions(input_size=input_size, recalibration=batches, recalibration_source="builtin")
+    opts = ExportOptions(input_size=input_size, recalibration=batches, recalibration_source=data)
     exporter = Exporter(model, base / "recal", source, opts)
     seg = SegmentExporter(exporter)
     exporter.export("all")
@@ -113,7 +121,8 @@ def accuracy_of(name: str, model: Any, source: dict[str, Any], input_size: int, 
     variants["segments_corrected_joint"] = {"dir": base / "joint", "segmented": True, "record": rec["corrections"]}
     export_s = time.perf_counter() - t0
     cache.clear()
-    out: dict[str, Any] = {"model": name, "input_size": input_size, "recal_samples": int(sum(len(b) for b in batches)),
+    out: dict[str, Any] = {"model": name, "data": data, "input_size": input_size,
+                           "recal_samples": int(sum(len(b) for b in batches)),
                            "test_images": int(len(y)), "export_seconds": round(export_s, 1), "variants": {}}
     sup = codes[0]
     for v, spec in variants.items():
@@ -133,12 +142,13 @@ def accuracy_of(name: str, model: Any, source: dict[str, Any], input_size: int, 
 
 def accuracy(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     from adn_edge import checkpoint as ckpt_mod
-    from adn_edge.data import load_embedded
+    from adn_edge.data import EMBEDDED_DATASET, load_embedded
 
     rows = []
     model, ckpt = load_embedded()
-    print("accuracy: embedded model", flush=True)
-    rows.append(accuracy_of("embedded", model, ckpt.source_record(), 32, args.samples, args.thresholds, work))
+    print(f"accuracy: embedded model (builtin:{EMBEDDED_DATASET})", flush=True)
+    rows.append(accuracy_of("embedded", model, ckpt.source_record(), 32, args.samples, args.thresholds, work,
+                            EMBEDDED_DATASET))
     for run in args.runs:
         for fraction in args.fractions:
             for seed in args.seeds:
@@ -150,7 +160,7 @@ def accuracy(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 print(f"accuracy: {name}", flush=True)
                 model, ckpt = ckpt_mod.load(path, arch="resnet_tiny")
                 rows.append(accuracy_of(name, model, ckpt.source_record(), 16, args.samples, args.thresholds,
-                                        work))
+                                        work, "digits"))
     return rows
 
 
@@ -234,8 +244,8 @@ def latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def print_tables(record: dict[str, Any]) -> None:
     for row in record.get("accuracy", []):
-        print(f"\n{row['model']} (input {row['input_size']}, {row['recal_samples']} recalibration images, "
-              f"{row['test_images']} test images): top-1 %")
+        print(f"\n{row['model']} ({row.get('data', 'builtin:digits')}, input {row['input_size']}, "
+              f"{row['recal_samples']} recalibration images, {row['test_images']} test images): top-1 %")
         print(f"  {'variant':34s} {'super':>6s} {'base':>6s} {'mixed min':>9s} {'mixed mean':>10s}  corrected convs")
         for v, e in row["variants"].items():
             c = e.get("corrections")
@@ -281,9 +291,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": "python benchmarks/bench_segment_corrections.py " + " ".join(argv if argv is not None
                                                                                 else sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "loadavg_start": [round(v, 2) for v in os.getloadavg()]},
-        "notes": "top-1 on the built-in digits test split; recalibration on the built-in training split (seed 0, "
-                 "not the study's own training fraction). Latency: EngineSwitcher, ONNX Runtime CPU, 1 thread, "
-                 "shared 2-core machine (rough).",
+        "notes": "top-1 on each model's own built-in test split (embedded model: builtin:fashion, 2,000 images; "
+                 "study checkpoints: builtin digits, 360 images); recalibration on that dataset's training split "
+                 "(seed 0, not the study's own training fraction). Latency: ResNet50-ADN with random weights, "
+                 "recalibrated on built-in digits; EngineSwitcher, ONNX Runtime CPU, 1 thread, shared 2-core "
+                 "machine (rough).",
     }
     if not args.skip_accuracy:
         record["accuracy"] = accuracy(args, work)
@@ -296,6 +308,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for part in ("accuracy", "latency"):
             if part not in record and part in old:
                 record[part] = old[part]
+                record.setdefault("kept_from_previous_run", {})[part] = {
+                    "command": old.get("command"), "machine": old.get("machine")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print_tables(record)

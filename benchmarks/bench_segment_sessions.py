@@ -22,7 +22,6 @@ Prints a table and writes ``benchmarks/results/segment_sessions_<arch>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

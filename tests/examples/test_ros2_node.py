@@ -80,16 +80,26 @@ def image_msg(rgb: np.ndarray, encoding: str = "rgb8", pad: int = 0, as_bytes: b
     return FakeImage(h, w, encoding, w * channels + pad, raw if as_bytes else array.array("B", raw))
 
 
-def digits_test_split() -> tuple[np.ndarray, np.ndarray]:
-    """The built-in test split as 8x8 uint8 pictures (what a camera would see) and labels."""
-    from sklearn.datasets import load_digits
+def embedded_test_split() -> tuple[np.ndarray, np.ndarray]:
+    """The embedded model's own test split (``builtin:fashion``: 2,000 Fashion-MNIST images)
+    as the 28x28 uint8 pictures it ships as (what a camera would see), and labels."""
+    from adn_edge.data import EMBEDDED_DATASET
+    from adn_edge.train.data import _raw_builtin, builtin_split_indices
 
-    from adn_edge.train.data import builtin_split_indices
+    images, labels = _raw_builtin(EMBEDDED_DATASET)  # the shipped uint8 / 255
+    _, test = builtin_split_indices(EMBEDDED_DATASET)
+    return np.round(images[test] * 255.0).astype(np.uint8), labels[test]
 
-    d = load_digits()
-    _, test = builtin_split_indices("digits")
-    pictures = np.round(d.images[test] / 16.0 * 255.0).astype(np.uint8)
-    return pictures, d.target[test]
+
+CAMERA_IMAGES = 400
+"""Test pictures the accuracy check sends through the node's callback."""
+MIN_CAMERA_ACCURACY = 0.88
+"""The super-net's top-1 on them through the callback: measured 0.9175 on the first 400
+(0.9075 on all 2,000, against 90.7 % in the embedded model's record; the node's predictions,
+from its own numpy preprocessing, equal those from the training pipeline's on 99.7 % of them)."""
+WIRING_IMAGE = 0
+"""Test picture the wiring test sends: a trouser (class 1), which the super-net classifies
+correctly (score 0.9999)."""
 
 
 # --------------------------------------------------------------------------- decoding
@@ -126,17 +136,17 @@ def test_image_to_array_explains_bad_messages(change, match):
 # --------------------------------------------------------------------------- the callback logic
 
 
-def test_classifies_digit_images_as_trained(embedded_dir):
-    """mono8 camera pictures of the test digits, through the node's callback: the super-net
-    (the governor's start, with a loose deadline) is as accurate as the embedded model's
-    record says (98 % on this split; 90 % allows for the camera path's uint8 rounding)."""
-    pictures, labels = digits_test_split()
+def test_classifies_camera_images_as_trained(embedded_dir):
+    """mono8 camera pictures of the embedded model's test images (Fashion-MNIST, 28x28),
+    through the node's callback: the super-net (the governor's start, with a loose deadline)
+    is about as accurate as the embedded model's record says (MIN_CAMERA_ACCURACY)."""
+    pictures, labels = embedded_test_split()
     with node_mod.AdnImageClassifier(embedded_dir, deadline_ms=1000.0, threads=1) as clf:
         assert clf.preprocess.height == 32 and clf.labels == [str(i) for i in range(10)]
-        records = [clf.on_image(image_msg(p, "mono8")) for p in pictures[:80]]
+        records = [clf.on_image(image_msg(p, "mono8")) for p in pictures[:CAMERA_IMAGES]]
     assert {r["subnet"] for r in records} == {"1111"}
-    accuracy = np.mean([r["class_id"] == y for r, y in zip(records, labels[:80])])
-    assert accuracy >= 0.9, accuracy
+    accuracy = np.mean([r["class_id"] == y for r, y in zip(records, labels[:CAMERA_IMAGES])])
+    assert accuracy >= MIN_CAMERA_ACCURACY, accuracy
     r = records[0]
     assert r["label"] == str(r["class_id"]) and 0.0 < r["score"] <= 1.0
     assert r["stamp"] == {"sec": 12, "nanosec": 345} and r["frame_id"] == "camera"
@@ -146,7 +156,7 @@ def test_classifies_digit_images_as_trained(embedded_dir):
 
 def test_colour_frames_of_any_size_and_json(embedded_dir):
     rng = np.random.default_rng(1)
-    labels = [f"digit {i}" for i in range(10)]
+    labels = [f"class {i}" for i in range(10)]
     with node_mod.AdnImageClassifier(embedded_dir, deadline_ms=1000.0, threads=1, labels=labels) as clf:
         big = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
         bgr = clf.on_image(image_msg(big, "bgr8", pad=2))
@@ -162,7 +172,7 @@ def test_colour_frames_of_any_size_and_json(embedded_dir):
 
 
 def test_the_governor_follows_the_deadline(embedded_dir):
-    pictures, _ = digits_test_split()
+    pictures, _ = embedded_test_split()
     msg = image_msg(pictures[0], "mono8")
     with node_mod.AdnImageClassifier(embedded_dir, deadline_ms=1000.0, threads=1) as clf:
         assert clf.governor.ladder == ["0000", "0101", "1111"]  # by GMACs: no bench results in the directory
@@ -289,15 +299,15 @@ class FakeRos:
 
 
 def test_node_wiring(embedded_dir, monkeypatch):
-    pictures, labels = digits_test_split()
+    pictures, labels = embedded_test_split()
     seen: dict[str, Any] = {}
 
     def script(node):
         image_cb = node.subs["image"][1]
-        image_cb(image_msg(pictures[0], "mono8"))
+        image_cb(image_msg(pictures[WIRING_IMAGE], "mono8"))
         image_cb(FakeImage(2, 2, "yuv422", 4, b"\x00" * 8))  # skipped with a warning, nothing published
         node.subs["adn/deadline_ms"][1](types.SimpleNamespace(data=1e-3))
-        image_cb(image_msg(pictures[0], "mono8"))
+        image_cb(image_msg(pictures[WIRING_IMAGE], "mono8"))
         param = node.param_callbacks[0]
         seen["ok"] = param([types.SimpleNamespace(name="deadline_ms", value=250)])
         seen["bad"] = param([types.SimpleNamespace(name="deadline_ms", value=-1.0)])
@@ -313,7 +323,7 @@ def test_node_wiring(embedded_dir, monkeypatch):
     assert set(node.subs) == {"image", "adn/deadline_ms"} and set(node.pubs) == {"adn/classification"}
     sent = [json.loads(m.data) for m in node.pubs["adn/classification"].sent]
     assert [r["subnet"] for r in sent] == ["1111", "0000"]  # the planner's 1 us deadline moved it down
-    assert sent[0]["class_id"] == labels[0]
+    assert sent[0]["class_id"] == labels[WIRING_IMAGE] == 1
     assert any(level == "warning" and "not supported" in m for level, m in node.logs)
     assert any("switched to 0000" in m for _, m in node.logs)
     assert seen["ok"].successful and seen["deadline"] == 250.0

@@ -1,9 +1,10 @@
 """One exported model directory for the INT8 tests: the embedded resnet_tiny (trained on
-the built-in digits), three sub-networks, quantised once per session.
+Fashion-MNIST), three sub-networks, quantised once per session, on its own built-in data
+(``builtin:fashion``, tests/quantize/_helpers.py DATA).
 
-Calibration uses 128 built-in training images (fewer than the recommended 300, which
-the tests also check is warned about) to keep the suite well under a minute on two
-shared cores; the accuracy check runs on the whole built-in test split (360 images).
+Calibration uses 128 of its training images (fewer than the recommended 300, which the
+tests also check is warned about) to keep the suite fast on two shared cores; the
+accuracy checks run on the whole test split (2,000 images).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.quantize._helpers import CODES, QUANTIZED, SAMPLES, SEG_SAMPLES
+from tests.quantize._helpers import CODES, DATA, QUANTIZED, SAMPLES, SEG_SAMPLES
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +33,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def quantized(tmp_path_factory: pytest.TempPathFactory, exported: Path):
-    """(directory, report) after quantising QUANTIZED on the built-in data (read-only for tests)."""
+    """(directory, report) after quantising QUANTIZED on the model's built-in data (read-only for tests)."""
     from adn_edge.quantize import QuantizeOptions, quantize_directory
 
     d = tmp_path_factory.mktemp("int8") / "resnet_tiny"
     shutil.copytree(exported, d)
-    report = quantize_directory(d, "builtin", QUANTIZED, QuantizeOptions(samples=SAMPLES))
+    report = quantize_directory(d, DATA, QUANTIZED, QuantizeOptions(samples=SAMPLES))
     return d, report
 
 
@@ -72,12 +73,12 @@ def segmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def seg_quantized(tmp_path_factory: pytest.TempPathFactory, segmented: Path):
-    """(directory, report) after `quantize --segments` on the built-in data (read-only for tests)."""
+    """(directory, report) after `quantize --segments` on the model's built-in data (read-only for tests)."""
     from adn_edge.quantize import QuantizeOptions, quantize_segments
 
     d = tmp_path_factory.mktemp("segint8") / "resnet_tiny"
     shutil.copytree(segmented, d)
-    report = quantize_segments(d, "builtin", QuantizeOptions(samples=SEG_SAMPLES))
+    report = quantize_segments(d, DATA, QuantizeOptions(samples=SEG_SAMPLES))
     return d, report
 
 

@@ -14,23 +14,28 @@ from adn_edge.modeldir import manifest
 from adn_edge.fileio import sha256_file
 from adn_edge.quantize import qdq
 from adn_edge.quantize.accuracy import EVAL_INT8_FILENAME, logits, rel_err, session
-from tests.quantize._helpers import QUANTIZED, SAMPLES
+from tests.quantize._helpers import DATA, QUANTIZED, SAMPLES, TEST_IMAGES
 
-LOGIT_REL_TOLERANCE = 0.05
-"""||int8 - fp32|| / ||fp32|| over the built-in test split. Percentile ranges give
-about 0.02 on these sub-networks; 0.05 leaves room for other CPUs' integer kernels
-(VNNI or not) without letting a broken scale through (those give > 0.3)."""
+LOGIT_REL_TOLERANCE = 0.07
+"""||int8 - fp32|| / ||fp32|| over the model's test split (2,000 Fashion-MNIST images).
+Percentile ranges on 128 images give 0.024 (1111) and 0.034 (0000); 0.07 leaves room for
+other CPUs' integer kernels (VNNI or not) without letting a broken scale through (measured:
+one weight scale doubled, or every activation range 4x too wide or too narrow: 0.30-0.97)."""
 MIN_AGREEMENT = 97.0
-"""Percent of test images on which INT8 and FP32 predict the same class (measured 99-100)."""
+"""Percent of test images on which INT8 and FP32 predict the same class (measured 99.05 (0000)
+and 99.4 (1111) on the 2,000 test images)."""
 MAX_DROP_POINTS = 1.0
-"""Issue 6's floor for the top-1 drop."""
+"""Issue 6's floor for the top-1 drop (20 of the 2,000 test images; measured: 0.30 (1111),
+-0.30 (0000))."""
 
 
 def _test_split(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The embedded model's own test split (builtin:fashion), preprocessed for ``directory``."""
+    from adn_edge.data import EMBEDDED_DATASET
     from adn_edge.train.data import load_builtin
     from adn_edge.train.evaluate import preprocess_for_directory
 
-    ds = load_builtin("digits", "test", preprocess_for_directory(directory))
+    ds = load_builtin(EMBEDDED_DATASET, "test", preprocess_for_directory(directory))
     return ds.images.numpy(), ds.labels.numpy()
 
 
@@ -115,11 +120,11 @@ def test_manifest_records_graph_calibration_and_accuracy(quantized) -> None:
         assert rec["sha256"] == sha256_file(d / rec["path"])
         q = entry["quantization"]
         assert q["method"]["name"] == qdq.DEFAULT_METHOD
-        assert q["calibration"]["source"] == "builtin:digits" and q["calibration"]["samples"] == SAMPLES
+        assert q["calibration"]["source"] == DATA and q["calibration"]["samples"] == SAMPLES
         assert q["settings"]["source_sha256"] == entry["files"]["onnx"]["sha256"]
         assert (d / q["cache"]["path"]).is_file()
         acc = q["accuracy"]
-        assert acc["dataset"] == "digits" and acc["split"] == "test" and acc["samples"] == 360
+        assert acc["dataset"] == "fashion" and acc["split"] == "test" and acc["samples"] == TEST_IMAGES
         assert set(acc) >= {"top1_fp32", "top1_int8", "agreement", "drop", "warning"}
         assert entry["parity"]["onnx_int8"]["rel_err"] < LOGIT_REL_TOLERANCE
     assert "onnx_int8" not in m["subnets"]["0101"]["files"]  # only what was asked for
@@ -131,7 +136,7 @@ def test_eval_results_put_int8_next_to_fp32(quantized) -> None:
 
     d, _ = quantized
     int8 = json.loads((d / EVAL_INT8_FILENAME).read_text())
-    assert int8["schema"] == 1 and int8["precision"] == "int8" and int8["dataset"] == "digits"
+    assert int8["schema"] == 1 and int8["precision"] == "int8" and int8["dataset"] == "fashion"
     fp = json.loads((d / "eval.json").read_text())
     for code in QUANTIZED:
         e = int8["subnets"][code]
@@ -154,24 +159,24 @@ def test_calibration_cache_is_reused_and_keyed(workdir: Path, monkeypatch: pytes
     calls: list[str] = []
     real = qdq.calibrate
     monkeypatch.setattr(qdq, "calibrate", lambda *a, **k: (calls.append(str(a[0])), real(*a, **k))[1])
-    r = quantize_directory(workdir, "builtin", QUANTIZED, QuantizeOptions(samples=SAMPLES, eval_data=None))
+    r = quantize_directory(workdir, DATA, QUANTIZED, QuantizeOptions(samples=SAMPLES, eval_data=None))
     assert [s.status for s in r.subnets] == ["up to date"] * 2 and calls == []
     # --force re-quantises from the cached ranges: no calibration, identical graphs
-    r = quantize_directory(workdir, "builtin", QUANTIZED, QuantizeOptions(samples=SAMPLES, eval_data=None,
-                                                                          force=True))
+    r = quantize_directory(workdir, DATA, QUANTIZED, QuantizeOptions(samples=SAMPLES, eval_data=None,
+                                                                     force=True))
     assert [(s.status, s.cache) for s in r.subnets] == [("quantized", "hit")] * 2 and calls == []
     assert {c: sha256_file(workdir / f"resnet_tiny_{c}.int8.onnx") for c in QUANTIZED} == before
     # other images (another sample count): the key changes, the ranges are recomputed
-    r = quantize_directory(workdir, "builtin", ["0000"], QuantizeOptions(samples=SAMPLES + 16, eval_data=None))
+    r = quantize_directory(workdir, DATA, ["0000"], QuantizeOptions(samples=SAMPLES + 16, eval_data=None))
     assert r.subnets[0].cache == "miss" and len(calls) == 1
     # another method has its own cache file
-    r = quantize_directory(workdir, "builtin", ["0000"], QuantizeOptions(method="minmax", samples=SAMPLES,
-                                                                         eval_data=None))
+    r = quantize_directory(workdir, DATA, ["0000"], QuantizeOptions(method="minmax", samples=SAMPLES,
+                                                                    eval_data=None))
     assert r.subnets[0].cache == "miss" and (workdir / "resnet_tiny_0000.int8.minmax.ranges.json").is_file()
     # --no-cache recalibrates even when the key matches
-    r = quantize_directory(workdir, "builtin", ["0000"], QuantizeOptions(method="minmax", samples=SAMPLES,
-                                                                         eval_data=None, force=True,
-                                                                         use_cache=False))
+    r = quantize_directory(workdir, DATA, ["0000"], QuantizeOptions(method="minmax", samples=SAMPLES,
+                                                                    eval_data=None, force=True,
+                                                                    use_cache=False))
     assert r.subnets[0].cache == "miss" and len(calls) == 3
 
 
@@ -185,7 +190,7 @@ def test_changed_fp32_graph_invalidates_the_int8_graph(workdir: Path) -> None:
     onnx.save(g, str(workdir / "resnet_tiny_0000.onnx"))
     m["subnets"]["0000"]["files"]["onnx"] = manifest.file_record(workdir, "resnet_tiny_0000.onnx")
     manifest.save(workdir, m)
-    r = quantize_directory(workdir, "builtin", ["0000"], QuantizeOptions(samples=SAMPLES, eval_data=None))
+    r = quantize_directory(workdir, DATA, ["0000"], QuantizeOptions(samples=SAMPLES, eval_data=None))
     assert (r.subnets[0].status, r.subnets[0].cache) == ("quantized", "miss")
 
 
@@ -238,7 +243,7 @@ def test_every_method_with_a_short_last_batch(fp32dir: Path, method: str) -> Non
     """20 images = batches of 8, 8 and 4: the histogram methods must not stack unequal batches."""
     from adn_edge.quantize import QuantizeOptions, quantize_directory
 
-    r = quantize_directory(fp32dir, "builtin", ["0000"], QuantizeOptions(method=method, samples=20, eval_data=None))
+    r = quantize_directory(fp32dir, DATA, ["0000"], QuantizeOptions(method=method, samples=20, eval_data=None))
     (s,) = r.subnets
     assert s.status == "quantized" and s.stats["quantized_layers"] == s.stats["weighted_layers"]
     assert s.rel_err is not None and np.isfinite(s.rel_err)
