@@ -56,15 +56,27 @@ def _err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("options", [{}, {"max_batch": 2}, {"arena_shrink_above": 2}],
-                         ids=["ortvalues", "own-buffers", "arena-shrinking"])
+@pytest.mark.parametrize("options", [{}, {"max_batch": 2}, {"arena_shrink_above": 2}, {"single_session": False},
+                                     {"single_session": False, "max_batch": 2},
+                                     {"single_session": False, "arena_shrink_above": 2}],
+                         ids=["one-session", "one-session-chunks", "one-session-arena-shrinking", "ortvalues",
+                              "own-buffers", "arena-shrinking"])
 def test_chains_are_the_recalibrated_subnetworks(corrected_dir, inputs, recalibrated_refs, options) -> None:
     with EngineSwitcher.open(corrected_dir, segmented=True, threads=1, **options) as sw:
         info = sw.describe()["engine"]
         assert info["segment_corrections"]["reference"] == "checkpoint"
+        assert info["single_session"] is options.get("single_session", True)
         for code in CODES:
             for x, ref in zip(inputs, recalibrated_refs[code], strict=True):
                 assert _err(sw.infer(x, code), ref) < 1e-4, (code, x.shape)
+
+
+def test_one_session_feeds_the_corrections_the_chain_feeds(corrected_dir, inputs) -> None:
+    """Bit for bit: the same kernels on the same weights and the same correction vectors."""
+    with EngineSwitcher.open(corrected_dir, segmented=True, threads=1) as one, \
+            EngineSwitcher.open(corrected_dir, segmented=True, threads=1, single_session=False) as chain:
+        for code in CODES:
+            np.testing.assert_array_equal(one.infer(inputs[3], code), chain.infer(inputs[3], code))
 
 
 def test_segmented_and_monolithic_modes_agree(corrected_dir, inputs) -> None:

@@ -18,8 +18,9 @@ When to use which (``benchmarks/bench_cpu_modes.py``, ResNet50-ADN, CPU, batch 1
 * There, too, the parts run as ONE session by default (``single_session``, see
   :mod:`.switch_graph`): a chain of sessions hands the cores from pool to pool at every
   stage boundary (1.16x monolithic at 2 threads), one session does not.
-  ``single_session=False`` keeps the chain; corrected segments, weights shared across
-  sessions (``check_sharing``) and CUDA always use it.
+  ``single_session=False`` keeps the chain; weights shared across sessions
+  (``check_sharing``) and CUDA always use it. Corrected segments feed their corrections
+  as inputs of the one graph.
 * A graph boundary per stage means no fusion across it and one activation hand-over,
   small next to a ResNet stage.
 * Segments pay off where weights cannot be shared across graphs: TensorRT engines
@@ -124,6 +125,18 @@ def _checked_io(sess: Any, rec: dict[str, Any], part: dict[str, Any], corrected:
     return extra
 
 
+def _check_correction_shapes(corr: list[dict[str, dict[str, np.ndarray]]], shapes: dict[str, list[Any]],
+                             where: str) -> None:
+    """Every correction vector has the shape its graph input declares."""
+    for per in corr:
+        for prefix, feed in per.items():
+            bad = [n for n, a in feed.items() if list(a.shape) != shapes[n]]
+            if bad:
+                raise AdnError(f"{where}: the corrections {bad[:3]} of the sub-networks starting "
+                               f"{prefix} do not have the shapes the segment graphs take "
+                               f"({[shapes[n] for n in bad[:3]]}).", "Re-export the segments.")
+
+
 @register_backend("onnxruntime-segmented", available=ort_unavailable, priority=19)
 class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
     """ONNX Runtime over segment graphs. Options: as the ``onnxruntime`` backend
@@ -167,13 +180,12 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         # the BatchNorm corrections each graph takes as inputs besides the activation.
         self._corr: list[dict[str, dict[str, np.ndarray]]] | None = None
         self._corr_values: list[dict[str, dict[str, Any]]] | None = None
-        self.single_session, self.single_session_reason = self._one_session(single_session, corrected is not None,
-                                                                            check_sharing)
+        self.single_session, self.single_session_reason = self._one_session(single_session, check_sharing)
         extra_inputs: dict[tuple[int, str], list[str]] = {}
         shapes: dict[str, list[Any]] = {}
         if self.single_session:
             with opening(self):
-                self._open_one_session(manifest, seg, key)
+                self._open_one_session(manifest, seg, key, corrected)
             self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
             return
         with opening(self):
@@ -196,13 +208,7 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
             if corrected is not None:
                 where = corrected["file"]["path"]
                 self._corr = manifest_mod.correction_feeds(arrays, len(self._chain), extra_inputs, where)
-                for per in self._corr:
-                    for prefix, feed in per.items():
-                        bad = [n for n, a in feed.items() if list(a.shape) != shapes[n]]
-                        if bad:
-                            raise AdnError(f"{where}: the corrections {bad[:3]} of the sub-networks starting "
-                                           f"{prefix} do not have the shapes the segment graphs take "
-                                           f"({[shapes[n] for n in bad[:3]]}).", "Re-export the segments.")
+                _check_correction_shapes(self._corr, shapes, where)
         self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
         if self._corr is not None:
             self._corr_values = [{p: {n: self._ortvalue(a) for n, a in feed.items()} for p, feed in per.items()}
@@ -212,13 +218,11 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
             self.close()
             raise AdnError(f"check_sharing: some segment sessions hold their own copy of shared weights ({probe}).")
 
-    def _one_session(self, wanted: bool | None, corrected: bool, check_sharing: bool) -> tuple[bool, str]:
+    def _one_session(self, wanted: bool | None, check_sharing: bool) -> tuple[bool, str]:
         """Whether all parts run as one session (:mod:`.switch_graph`), and why."""
         why_not = None
         if self.factory.device != "cpu":
             why_not = "the one-session graph is built for ONNX Runtime's CPU provider"
-        elif corrected:
-            why_not = "corrected segments take per-sub-network corrections that only the chain feeds"
         elif check_sharing or self.factory.share_weights:
             why_not = "weights shared across sessions (check_sharing / share_weights) need a chain of sessions"
         if wanted is None:
@@ -230,33 +234,46 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
                            "Leave single_session unset (the backend picks), or set it to False.")
         return bool(wanted), "asked for (single_session=True)" if wanted else "asked for (single_session=False)"
 
-    def _open_one_session(self, manifest: dict[str, Any], seg: dict[str, Any], key: str) -> None:
+    def _open_one_session(self, manifest: dict[str, Any], seg: dict[str, Any], key: str,
+                          corrected: dict[str, Any] | None) -> None:
         """Every part's forms, optimised by ONNX Runtime here, composed into one graph
         and one session (see :mod:`.switch_graph`). Each file is checked against the
-        manifest (sha256, identity metadata) as it is read, as the chain does."""
-        from adn_edge.backends.onnxruntime.switch_graph import SwitchGraphBuilder, flag_feeds
+        manifest (sha256, identity metadata) as it is read, as the chain does; corrected
+        segments get their corrections as inputs of the one graph, fed per code."""
+        from adn_edge.backends.onnxruntime.switch_graph import SwitchGraphBuilder, correction_code_feeds, flag_feeds
 
+        extra_inputs: dict[tuple[int, str], list[str]] = {}
+        shapes: dict[str, list[Any]] = {}
         builder = SwitchGraphBuilder()
         try:
+            arrays = manifest_mod.read_segment_corrections(self.directory, seg)
             for part in seg["parts"]:
                 k = int(part["index"])
-                for kind in SEGMENT_KINDS.values():
+                for flag, kind in SEGMENT_KINDS.items():
                     rec = part[key][kind]
                     sess, _, nbytes = self.factory.open_verified(
                         self.directory, rec, for_segment(manifest, k, kind), f"segment {k} ({kind})",
                         save_optimized=builder.path_for(k, kind))
-                    _checked_io(sess, rec, part, False)
+                    extra_inputs[(k, flag)] = _checked_io(sess, rec, part, corrected is not None)
+                    shapes.update({i.name: list(i.shape) for i in sess.get_inputs() if i.name != part["input"]})
                     del sess
                     self.file_bytes += nbytes
                     builder.add_form(k, kind, part["input"], part["output"])
             data = builder.compose()
         finally:
             builder.close()
+        parts = seg["parts"]
+        if corrected is not None:
+            where = corrected["file"]["path"]
+            self._corr = manifest_mod.correction_feeds(arrays, len(parts), extra_inputs, where)
+            _check_correction_shapes(self._corr, shapes, where)
         sess, _ = self.factory.session(data, f"{self.directory} (segments as one graph)", optimization="disable")
         del data
-        parts = seg["parts"]
         self._one = (sess, parts[0]["input"], parts[-1]["output"])
         self._flags = flag_feeds(self.codes, lambda a: a)
+        if self._corr is not None:
+            for code, feed in correction_code_feeds(self.codes, self._corr, shapes).items():
+                self._flags[code].update(feed)
 
     def _run_chunk(self, code: str, batch: np.ndarray, run_options: Any, own: bool) -> np.ndarray:
         if self._one is not None:

@@ -87,6 +87,7 @@ class SwitchGraphBuilder:
         opsets: dict[str, int] = {}
         nodes: list[Any] = []
         inputs: list[Any] = []
+        side_inputs: dict[str, Any] = {}
         ir_version = 0
         parts = [self._parts[k] for k in sorted(self._parts)]
         last = parts[-1]
@@ -101,11 +102,15 @@ class SwitchGraphBuilder:
                     opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
                 if not inputs:
                     inputs.append(next(i for i in model.graph.input if i.name == part["input"]))
+                for extra in model.graph.input:  # correction inputs: read by the branch from the outer scope
+                    if extra.name != part["input"] and extra.name not in side_inputs:
+                        side_inputs[extra.name] = extra
                 branches[kind] = self._branch(model.graph, f"p{k}{kind}/", part["input"], hoisted if hoist else None)
             inputs.append(helper.make_tensor_value_info(flag_name(k), onnx.TensorProto.BOOL, []))
             nodes.append(helper.make_node("If", [flag_name(k)], [part["output"]], name=f"part{k}",
                                           then_branch=branches["skip"], else_branch=branches["full"]))
-        graph = helper.make_graph(nodes, "adn_switch_graph", inputs, [output], initializer=hoisted)
+        graph = helper.make_graph(nodes, "adn_switch_graph", inputs + list(side_inputs.values()), [output],
+                                  initializer=hoisted)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
         model.ir_version = ir_version
         self._parts.clear()
@@ -113,20 +118,19 @@ class SwitchGraphBuilder:
         return data
 
     @staticmethod
-    def _branch(graph: Any, prefix: str, outer_input: str, hoisted: list[Any] | None) -> Any:
-        """``graph`` as an input-less ``If`` branch: its input read from the outer scope,
-        every other name prefixed (branches share one namespace), initializers moved
-        to ``hoisted`` (the main graph's)."""
-        inner = graph.input[0].name if len(graph.input) == 1 else outer_input
-        if len(graph.input) != 1:
-            raise AdnError(f"A segment graph has inputs {[i.name for i in graph.input]} after optimisation; the "
-                           "one-session graph takes segments with one input only.",
-                           "Open with single_session=False.")
+    def _branch(graph: Any, prefix: str, activation: str, hoisted: list[Any] | None) -> Any:
+        """``graph`` as an input-less ``If`` branch: its inputs (the activation
+        ``activation``, and the corrections of corrected segments, which keep their names:
+        both forms of a part read the same ones) read from the outer scope, every other
+        name prefixed (branches share one namespace), initializers moved to ``hoisted``
+        (the main graph's)."""
+        outer = {i.name for i in graph.input}
+        if activation not in outer:
+            raise AdnError(f"A segment graph has inputs {sorted(outer)} after optimisation, not {activation!r}.",
+                           "Open with single_session=False, and re-export the segments.")
 
         def rename(name: str) -> str:
-            if name == inner:
-                return outer_input
-            return prefix + name if name else name
+            return name if (name in outer or not name) else prefix + name
 
         for t in graph.initializer:
             t.name = prefix + t.name
@@ -151,3 +155,25 @@ class SwitchGraphBuilder:
 def flag_feeds(codes: Sequence[str], ortvalue: Callable[[np.ndarray], Any]) -> dict[str, dict[str, Any]]:
     """Per code, the boolean inputs that select its forms (made once, fed every run)."""
     return {c: {flag_name(k): ortvalue(np.array(ch == "0")) for k, ch in enumerate(c)} for c in codes}
+
+
+def correction_code_feeds(codes: Sequence[str], corr: list[dict[str, dict[str, np.ndarray]]],
+                          shapes: dict[str, list[Any]]) -> dict[str, dict[str, np.ndarray]]:
+    """Per code, a value for every correction input of the one-session graph:
+    ``corr[k][prefix]`` (:func:`adn_edge.modeldir.manifest.correction_feeds`) for the
+    form part k runs, and zeros for inputs only the other form reads (ONNX Runtime
+    wants every graph input fed; the branch that would read them does not run). The
+    arrays are shared between codes, not copied."""
+    zeros: dict[str, np.ndarray] = {}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for code in codes:
+        feed: dict[str, np.ndarray] = {}
+        for k in range(len(code)):
+            feed.update(corr[k][code[:k + 1]])
+        for name, shape in shapes.items():
+            if name not in feed:
+                if name not in zeros:
+                    zeros[name] = np.zeros([int(d) for d in shape], dtype=np.float32)
+                feed[name] = zeros[name]
+        out[code] = feed
+    return out
