@@ -140,7 +140,7 @@ def prepare():
     import ctypes
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     name = m["input"]["name"]
-    flags = flag_feeds((SUP, BASE), lambda a: a)
+    flags = flag_feeds((SUP, BASE))
     return (lambda c: sess.run(None, {name: x, **flags[c]})), [SUP, BASE]
 """,
 }

@@ -39,7 +39,7 @@ parts of two sub-networks, whatever ``switch`` does meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
             factory_options.setdefault("prepack", True)
         self.factory = SessionFactory(**segment_defaults(factory_options, sharing=check_sharing))
         self._one: tuple[Any, str, str] | None = None
-        self._flags: dict[str, dict[str, np.ndarray]] = {}
+        self._feeds: dict[str, dict[str, Any]] = {}
         self._chain: list[dict[str, tuple[Any, str, str]]] = []
         self._used: list[dict[str, set[str]]] = []
         self.file_bytes = 0
@@ -181,42 +181,62 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
         self._corr: list[dict[str, dict[str, np.ndarray]]] | None = None
         self._corr_values: list[dict[str, dict[str, Any]]] | None = None
         self.single_session, self.single_session_reason = self._one_session(single_session, check_sharing)
-        extra_inputs: dict[tuple[int, str], list[str]] = {}
-        shapes: dict[str, list[Any]] = {}
-        if self.single_session:
-            with opening(self):
-                self._open_one_session(manifest, seg, key, corrected)
-            self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
-            return
-        with opening(self):
-            arrays = manifest_mod.read_segment_corrections(self.directory, seg)
-            for part in seg["parts"]:
-                forms, used = {}, {}
-                for flag, kind in SEGMENT_KINDS.items():
-                    rec = part[key][kind]
-                    sess, names, nbytes = self.factory.open_verified(
-                        self.directory, rec, for_segment(manifest, int(part["index"]), kind),
-                        f"segment {part['index']} ({kind})")
-                    self.file_bytes += nbytes
-                    used[flag] = set(names)
-                    extra = _checked_io(sess, rec, part, corrected is not None)
-                    extra_inputs[(int(part["index"]), flag)] = extra
-                    shapes.update({i.name: list(i.shape) for i in sess.get_inputs() if i.name in extra})
-                    forms[flag] = (sess, part["input"], part["output"])
-                self._chain.append(forms)
-                self._used.append(used)
-            if corrected is not None:
-                where = corrected["file"]["path"]
-                self._corr = manifest_mod.correction_feeds(arrays, len(self._chain), extra_inputs, where)
-                _check_correction_shapes(self._corr, shapes, where)
         self._ortvalue = self.factory.ort.OrtValue.ortvalue_from_numpy
-        if self._corr is not None:
-            self._corr_values = [{p: {n: self._ortvalue(a) for n, a in feed.items()} for p, feed in per.items()}
-                                 for per in self._corr]
+        with opening(self):
+            if self.single_session:
+                self._open_one_session(manifest, seg, key, corrected)
+            else:
+                self._open_chain(manifest, seg, key, corrected)
         if check_sharing and not self.verify_sharing()["ok"]:
             probe = self.sharing_probe
             self.close()
             raise AdnError(f"check_sharing: some segment sessions hold their own copy of shared weights ({probe}).")
+
+    def _open_forms(self, manifest: dict[str, Any], seg: dict[str, Any], key: str, corrected: dict[str, Any] | None,
+                    take: Callable[[int, str, Any, list[str]], None],
+                    save_to: Callable[[int, str], str] | None = None) -> dict[str, list[Any]]:
+        """Open a session on every part's forms, each file checked against the manifest
+        (sha256, identity metadata, inputs and outputs) as it is read, and hand each to
+        ``take(k, flag, session, shared names)``; ``save_to(k, kind)``: where ONNX Runtime
+        writes the form it optimised. Sets ``self._corr`` for corrected segments (per part
+        and code prefix, the BatchNorm corrections each graph takes as inputs besides the
+        activation). Returns the correction inputs' shapes."""
+        extra_inputs: dict[tuple[int, str], list[str]] = {}
+        shapes: dict[str, list[Any]] = {}
+        arrays = manifest_mod.read_segment_corrections(self.directory, seg)
+        for part in seg["parts"]:
+            k = int(part["index"])
+            for flag, kind in SEGMENT_KINDS.items():
+                rec = part[key][kind]
+                sess, names, nbytes = self.factory.open_verified(
+                    self.directory, rec, for_segment(manifest, k, kind), f"segment {k} ({kind})",
+                    save_optimized=save_to(k, kind) if save_to else None)
+                self.file_bytes += nbytes
+                extra = _checked_io(sess, rec, part, corrected is not None)
+                extra_inputs[(k, flag)] = extra
+                shapes.update({i.name: list(i.shape) for i in sess.get_inputs() if i.name in extra})
+                take(k, flag, sess, names)
+        if corrected is not None:
+            where = corrected["file"]["path"]
+            self._corr = manifest_mod.correction_feeds(arrays, len(seg["parts"]), extra_inputs, where)
+            _check_correction_shapes(self._corr, shapes, where)
+        return shapes
+
+    def _open_chain(self, manifest: dict[str, Any], seg: dict[str, Any], key: str,
+                    corrected: dict[str, Any] | None) -> None:
+        """A session per form; a run chains part k in the form its flag names."""
+        self._chain = [{} for _ in seg["parts"]]
+        self._used = [{} for _ in seg["parts"]]
+
+        def take(k: int, flag: str, sess: Any, names: list[str]) -> None:
+            part = seg["parts"][k]
+            self._chain[k][flag] = (sess, part["input"], part["output"])
+            self._used[k][flag] = set(names)
+
+        self._open_forms(manifest, seg, key, corrected, take)
+        if self._corr is not None:
+            self._corr_values = [{p: {n: self._ortvalue(a) for n, a in feed.items()} for p, feed in per.items()}
+                                 for per in self._corr]
 
     def _one_session(self, wanted: bool | None, check_sharing: bool) -> tuple[bool, str]:
         """Whether all parts run as one session (:mod:`.switch_graph`), and why."""
@@ -237,51 +257,40 @@ class SegmentedOnnxRuntimeBackend(SharedSessionsBackend):
     def _open_one_session(self, manifest: dict[str, Any], seg: dict[str, Any], key: str,
                           corrected: dict[str, Any] | None) -> None:
         """Every part's forms, optimised by ONNX Runtime here, composed into one graph
-        and one session (see :mod:`.switch_graph`). Each file is checked against the
-        manifest (sha256, identity metadata) as it is read, as the chain does; corrected
-        segments get their corrections as inputs of the one graph, fed per code."""
+        and one session (see :mod:`.switch_graph`); corrected segments get their
+        corrections as inputs of the one graph. Every run's inputs besides the batch
+        (the flags, the corrections) are OrtValues made here, once per code."""
         from adn_edge.backends.onnxruntime.switch_graph import SwitchGraphBuilder, correction_code_feeds, flag_feeds
 
-        extra_inputs: dict[tuple[int, str], list[str]] = {}
-        shapes: dict[str, list[Any]] = {}
         builder = SwitchGraphBuilder()
         try:
-            arrays = manifest_mod.read_segment_corrections(self.directory, seg)
-            for part in seg["parts"]:
-                k = int(part["index"])
-                for flag, kind in SEGMENT_KINDS.items():
-                    rec = part[key][kind]
-                    sess, _, nbytes = self.factory.open_verified(
-                        self.directory, rec, for_segment(manifest, k, kind), f"segment {k} ({kind})",
-                        save_optimized=builder.path_for(k, kind))
-                    extra_inputs[(k, flag)] = _checked_io(sess, rec, part, corrected is not None)
-                    shapes.update({i.name: list(i.shape) for i in sess.get_inputs() if i.name != part["input"]})
-                    del sess
-                    self.file_bytes += nbytes
-                    builder.add_form(k, kind, part["input"], part["output"])
+            def take(k: int, flag: str, sess: Any, names: list[str]) -> None:
+                part = seg["parts"][k]  # the session only wrote its optimised graph: not kept
+                builder.add_form(k, SEGMENT_KINDS[flag], part["input"], part["output"])
+
+            shapes = self._open_forms(manifest, seg, key, corrected, take, save_to=builder.path_for)
             data = builder.compose()
         finally:
             builder.close()
-        parts = seg["parts"]
-        if corrected is not None:
-            where = corrected["file"]["path"]
-            self._corr = manifest_mod.correction_feeds(arrays, len(parts), extra_inputs, where)
-            _check_correction_shapes(self._corr, shapes, where)
         sess, _ = self.factory.session(data, f"{self.directory} (segments as one graph)", optimization="disable")
         del data
+        parts = seg["parts"]
         self._one = (sess, parts[0]["input"], parts[-1]["output"])
-        self._flags = flag_feeds(self.codes, lambda a: a)
+        feeds = flag_feeds(self.codes)
         if self._corr is not None:
-            for code, feed in correction_code_feeds(self.codes, self._corr, shapes).items():
-                self._flags[code].update(feed)
+            for code, corrections in correction_code_feeds(self.codes, self._corr, shapes).items():
+                feeds[code].update(corrections)
+        values: dict[int, Any] = {}  # one OrtValue per array: codes share most correction vectors
+        self._feeds = {c: {n: values.setdefault(id(a), self._ortvalue(a)) for n, a in feed.items()}
+                       for c, feed in feeds.items()}
 
     def _run_chunk(self, code: str, batch: np.ndarray, run_options: Any, own: bool) -> np.ndarray:
         if self._one is not None:
             sess, in_name, out_name = self._one
-            feed = {in_name: batch, **self._flags[code]}
+            feed = {in_name: self._ortvalue(batch), **self._feeds[code]}
             if own:
                 return self._run_own(sess, feed, out_name, run_options)
-            result: np.ndarray = sess.run([out_name], feed, run_options)[0]
+            result: np.ndarray = sess.run_with_ort_values([out_name], feed, run_options)[0].numpy()
             return result
         chain = self._chain
         corr, corr_values = self._corr, self._corr_values

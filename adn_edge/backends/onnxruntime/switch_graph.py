@@ -35,7 +35,7 @@ graph is composed.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +152,9 @@ class SwitchGraphBuilder:
         self._tmp.cleanup()
 
 
-def flag_feeds(codes: Sequence[str], ortvalue: Callable[[np.ndarray], Any]) -> dict[str, dict[str, Any]]:
+def flag_feeds(codes: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
     """Per code, the boolean inputs that select its forms (made once, fed every run)."""
-    return {c: {flag_name(k): ortvalue(np.array(ch == "0")) for k, ch in enumerate(c)} for c in codes}
+    return {c: {flag_name(k): np.array(ch == "0") for k, ch in enumerate(c)} for c in codes}
 
 
 def correction_code_feeds(codes: Sequence[str], corr: list[dict[str, dict[str, np.ndarray]]],
