@@ -154,10 +154,9 @@ def _raw_builtin(name: str) -> tuple[np.ndarray, np.ndarray]:
             table = np.loadtxt(f, delimiter=",", dtype=np.float32)
         images = (table[:, :-1] / 255.0).reshape(-1, 28, 28).astype(np.float32)
         return images, table[:, -1].astype(np.int64)
-    if name in ("fashion", "fashion-full"):
-        train, test = _fashion(name)
-        images = np.concatenate([train[0], test[0]]).astype(np.float32) / 255.0
-        return images, np.concatenate([train[1], test[1]]).astype(np.int64)
+    if name in FIXED_SPLIT:
+        images, labels, _ = _fashion(name)
+        return images, labels
     raise AdnError(f"Unknown built-in dataset {name!r}.",
                    f"Built-in datasets: {', '.join(BUILTIN_NAMES)} (--data builtin = {BUILTIN_DEFAULT}).")
 
@@ -166,8 +165,13 @@ Split = tuple[np.ndarray, np.ndarray]
 
 
 @lru_cache(maxsize=2)
-def _fashion(name: str) -> tuple[Split, Split]:
-    return _fashion_subset() if name == "fashion" else _fashion_full()
+def _fashion(name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """A Fashion-MNIST built-in: images in [0, 1] (training images first), labels, and the
+    number of training images. Cached as :func:`_raw_builtin` hands it out (the same
+    arrays), so the uint8 files are not kept beside them."""
+    train, test = _fashion_subset() if name == "fashion" else _fashion_full()
+    images = np.concatenate([train[0], test[0]]).astype(np.float32) / 255.0
+    return images, np.concatenate([train[1], test[1]]).astype(np.int64), len(train[1])
 
 
 def _fashion_subset() -> tuple[Split, Split]:
@@ -228,7 +232,7 @@ def builtin_split_indices(name: str) -> tuple[np.ndarray, np.ndarray]:
 
     _, labels = _raw_builtin(name)
     if name in FIXED_SPLIT:
-        n = len(_fashion(name)[0][1])
+        n = _fashion(name)[2]
         return np.arange(n), np.arange(n, len(labels))
     idx = np.arange(len(labels))
     train, test = train_test_split(idx, test_size=TEST_FRACTION[name], random_state=SPLIT_SEED, stratify=labels)

@@ -60,7 +60,7 @@ def fp32dir(tmp_path: Path, exported: Path) -> Path:
 @pytest.fixture(scope="session")
 def segmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded model's 8 float32 segment graphs only, as `adn-edge export CHECKPOINT
-    --segments` writes them (no recalibration: segments cannot have it); never modified."""
+    --segments` writes them (plain segments, no recalibration); never modified."""
     from adn_edge.data import load_embedded
     from adn_edge.export.segments import export_segments
 
