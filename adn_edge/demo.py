@@ -7,7 +7,11 @@ Steps (each the same library call a user would make):
    graph verified against PyTorch;
 2. evaluate every exported graph on the built-in test split (ONNX Runtime);
 3. benchmark every sub-network on the CPU (the bench's default threads, which keep the
-   latency tail steady), and say in one paragraph which timings were unstable;
+   latency tail steady; 400 calls each, interleaved in blocks of 10 so that bursts of
+   noise fall on all sub-networks alike: with 100 calls one after another the front
+   came out different in nearly every run and lost ``0000`` in 7 of 38, measured by
+   ``benchmarks/bench_front_stability.py``), and say in one paragraph which timings
+   were unstable;
 4. open an EngineSwitcher over all of them and let the latency budget move. The
    budgets are placed by the measurements, one between each two consecutive
    Pareto-optimal sub-networks (p99 latency vs top-1) and one below the fastest, so
@@ -93,10 +97,10 @@ def export_embedded(out: Path, recal_samples: int = 512, log: Log = print, itera
     return len(exported)
 
 
-def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samples: int = 512,
+def run_demo(out: str | Path = "engines/demo", iterations: int = 400, recal_samples: int = 512,
              threads: int | None = None, log: Log = print, iterate: Iterate | None = None) -> DemoResult:
     from adn_edge.bench import pareto as pareto_mod
-    from adn_edge.bench.harness import BenchOptions, bench_threads, run_bench
+    from adn_edge.bench.harness import BenchOptions, bench_threads, plan_rounds, run_bench
     from adn_edge.data import EMBEDDED_DATASET
     from adn_edge.modeldir import ModelDir
     from adn_edge.modeldir.pareto import pareto_front
@@ -129,8 +133,10 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 100, recal_samp
 
     bench_opts = BenchOptions(device="cpu", power="none", iterations=iterations, warmup_s=0.2, threads=threads)
     used = bench_threads(bench_opts, "onnxruntime")
+    rounds = plan_rounds(bench_opts, measures_energy=False)
     log(f"3/5 bench: latency of every sub-network on this CPU (ONNX Runtime, batch 1, {used} "
-        f"thread{'s' if used != 1 else ''}{'' if threads else ': the bench default, usable CPUs - 1'})")
+        f"thread{'s' if used != 1 else ''}{'' if threads else ': the bench default, usable CPUs - 1'}; "
+        + (f"{iterations} calls each, interleaved in {rounds} rounds)" if rounds > 1 else f"{iterations} calls each)"))
     result.bench = run_bench(opened, bench_opts, iterate=iterate)
     subs = result.bench["subnets"]
     cvs = [e["latency_cv"] for e in subs.values()]

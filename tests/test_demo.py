@@ -18,7 +18,7 @@ def test_demo_exports_verifies_evaluates_benches_switches_and_plots(tmp_path, ca
     from adn_edge.bench.threads import default_cpu_threads
 
     out = tmp_path / "demo"
-    code, stdout, err = run_cli(["demo", "--out", out, "--iterations", "10", "--recal-samples", "256", "--json"],
+    code, stdout, err = run_cli(["demo", "--out", out, "--iterations", "40", "--recal-samples", "256", "--json"],
                                 capsys)
     assert code == 0, err
     summary = json.loads(stdout)
@@ -37,6 +37,7 @@ def test_demo_exports_verifies_evaluates_benches_switches_and_plots(tmp_path, ca
     assert set(summary["pareto"]) <= set(top1) and summary["pareto"]
     # The bench ran with the bench's default threads, and the demo says which timings were noisy.
     assert summary["threads"] == default_cpu_threads() == bench["settings"]["threads"]
+    assert bench["settings"]["rounds_used"] == 4  # 40 calls: interleaved in blocks of 10, as the bench does
     assert "noise" in summary and all("latency_cv" in s for s in summary["subnets"].values())
     # The budgets walk the Pareto front: every Pareto-optimal sub-network is chosen by one
     # budget it fits, whichever they are, and one budget fits nothing (the closest answers).

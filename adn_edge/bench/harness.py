@@ -8,7 +8,19 @@ what is deployed. Order of work, chosen so that numbers can be trusted:
    fast), and an idle baseline is taken before the first run;
 2. each sub-network is warmed up (by count and by time), then timed for at least
    ``iterations`` calls and, when power is measured, long enough for the meter to
-   give >= 20 samples;
+   give >= 20 samples. Without a power meter the calls are *interleaved*: split into
+   rounds of ~10 calls per sub-network, the sub-networks visited in a fresh random
+   order each round (2 warm-up calls before each later block). Noise on a shared
+   machine comes in bursts (another process, a VM neighbour, a clock change); timed
+   one after another, a burst lands on whichever sub-network runs then and reorders
+   sub-networks whose latencies are close, which moves the Pareto front from run to
+   run. Interleaved, every sub-network sees the same mixture of bursts. Measured by
+   ``benchmarks/bench_front_stability.py`` on the embedded model: 100 calls one after
+   another lost the cheapest sub-network from the front in 7 of 38 benches; 400
+   interleaved in blocks of 10, in none, with p99 ranked like MACs (Spearman 0.95
+   vs 0.72) and 5 distinct fronts in 16 benches instead of 15. With a power meter each
+   sub-network runs in one block (``rounds=1``): its energy needs one window long
+   enough for >= 20 meter samples;
 3. each call is timed on the host clock around ``infer`` (inputs in, logits out:
    copies included, as a control loop sees it);
 4. with ``hz`` (``adn-edge bench --hz N``), each sub-network is timed a second time in
@@ -69,6 +81,11 @@ class BenchOptions:
     batch: int = 1
     iterations: int = 100
     """Timed calls per sub-network, at least (the issue's floor: 100 on CPU)."""
+    rounds: int | None = None
+    """Interleave the timing: every sub-network is timed in this many blocks of
+    ``iterations / rounds`` calls, visiting the sub-networks in a new random order each
+    round. None: :func:`plan_rounds` (blocks of ~10 calls, or 1 round when power is
+    measured)."""
     duration_s: float = 0.0
     """Minimum timed seconds per sub-network (0: iterations decide)."""
     warmup_iters: int = 10
@@ -105,8 +122,10 @@ def _check(opts: BenchOptions) -> None:
 
     if opts.device not in DEVICES:
         raise AdnError(f"--device must be one of {', '.join(DEVICES)}, not {opts.device!r}.")
-    for name in ("batch", "iterations"):
-        if getattr(opts, name) < 1:
+    if opts.rounds is not None and (isinstance(opts.rounds, bool) or not isinstance(opts.rounds, int)):
+        raise AdnError(f"--rounds must be a whole number, not {opts.rounds!r}.")
+    for name in ("batch", "iterations", "rounds"):
+        if getattr(opts, name) is not None and getattr(opts, name) < 1:
             raise AdnError(f"--{name} must be at least 1, not {getattr(opts, name)}.")
     if opts.paced_iterations is not None and opts.paced_iterations < 1:
         raise AdnError(f"--paced-iterations must be at least 1, not {opts.paced_iterations}.")
@@ -166,6 +185,40 @@ def bench_threads(opts: BenchOptions, backend: str) -> int | None:
     if opts.device == "cpu" and backend in ("onnxruntime", "torch"):
         return default_cpu_threads()
     return None
+
+
+BLOCK_CALLS = 10
+"""Timed calls per block when the bench interleaves (``rounds`` not given)."""
+REWARM_CALLS = 2
+"""Untimed calls before each block after a sub-network's first: the first call after
+another sub-network ran meets caches that hold the other one's weights."""
+
+
+def plan_rounds(opts: BenchOptions, measures_energy: bool) -> int:
+    """How many interleaved rounds to time in: ``opts.rounds`` (at most one per
+    iteration), else blocks of :data:`BLOCK_CALLS` calls, else (power measured) 1, as
+    energy per sub-network needs one window long enough for the meter."""
+    if opts.rounds is not None:
+        return max(1, min(opts.rounds, opts.iterations))
+    if measures_energy:
+        return 1
+    return max(1, opts.iterations // BLOCK_CALLS)
+
+
+def round_orders(codes: Sequence[str], rounds: int, seed: int) -> list[list[str]]:
+    """The order of the sub-networks in each round: as given in the first (the report
+    and a single round keep the directory's order), then a seeded shuffle per round,
+    so no sub-network always follows the same one or always runs at the same moment
+    of a round. A round never starts with the sub-network that ended the one before
+    (two blocks back to back would be one longer block)."""
+    rng = np.random.default_rng(seed)
+    orders = [list(codes)]
+    for _ in range(rounds - 1):
+        order = [codes[i] for i in rng.permutation(len(codes))]
+        if len(order) > 1 and order[0] == orders[-1][-1]:
+            order[0], order[1] = order[1], order[0]
+        orders.append(order)
+    return orders
 
 
 def time_calls(call: Callable[[], Any], iterations: int, min_s: float, warmup_iters: int,
@@ -236,7 +289,7 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
               write: bool = True) -> dict[str, Any]:
     """Benchmark the sub-networks of a model directory; returns the report (and writes it)."""
     from adn_edge.power import power_source, resolve_power
-    from adn_edge.power.energy import idle_baseline, min_run_seconds, per_inference
+    from adn_edge.power.energy import combine_windows, idle_baseline, min_run_seconds, per_inference
     from adn_edge.runtime import EngineSwitcher
 
     _check(opts)
@@ -279,32 +332,53 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
             # A segmented directory may hold fewer monolithic sub-networks than it runs.
             costs = {**(m.get("segments") or {}).get("subnets", {}), **m["subnets"]}
             mode = f"{backend}{', segmented' if opts.segmented else ''}, {opts.device}"
-            for code in iterate(codes, f"bench {m['arch']} ({mode})"):
-                device_ms: list[float] = []
+            rounds = plan_rounds(opts, source.measures_energy)
+            per_block = -(-opts.iterations // rounds)
+            block_s = min_s if rounds == 1 or source.measures_energy else min_s / rounds
+            times: dict[str, list[float]] = {c: [] for c in codes}
+            device_ms: dict[str, list[float]] = {c: [] for c in codes}
+            windows: dict[str, list[Any]] = {c: [] for c in codes}
+            blocks = [(r, c) for r, order in enumerate(round_orders(codes, rounds, opts.seed)) for c in order]
+            label = f"bench {m['arch']} ({mode}{f', {rounds} rounds' if rounds > 1 else ''})"
+            for r, code in iterate(blocks, label):  # type: ignore[arg-type]
+                block_dev: list[float] = []
 
-                def call(c: str = code) -> None:
+                def call(c: str = code, dev: list[float] = block_dev) -> None:
                     sw.infer(x, subnet=c)
                     if engine.last_device_ms is not None:  # GPU backends: CUDA-event time
-                        device_ms.append(engine.last_device_ms)
+                        dev.append(engine.last_device_ms)
 
-                times, t0, t1 = time_calls(call, opts.iterations, min_s, opts.warmup_iters, opts.warmup_s)
-                stats = latency_stats(times, batch=opts.batch, cv_threshold=opts.cv_threshold)
+                first = r == 0
+                block, t0, t1 = time_calls(call, per_block, block_s, opts.warmup_iters if first else
+                                           min(REWARM_CALLS, opts.warmup_iters), opts.warmup_s if first else 0.0)
+                times[code] += block
+                device_ms[code] += block_dev[-len(block):] if block_dev else []
+                windows[code].append(source.window(t0, t1))
+            hot_p99: dict[str, float] = {}
+            for code in codes:
+                stats = latency_stats(times[code], batch=opts.batch, cv_threshold=opts.cv_threshold)
+                hot_p99[code] = stats.p99_ms
                 energy = None
-                window = source.window(t0, t1)
+                window = combine_windows(windows[code])
                 if window is not None:
-                    energy = per_inference(window, len(times), idle.mean_w if idle else None)
+                    energy = per_inference(window, len(times[code]), idle.mean_w if idle else None)
                 entry = costs.get(code, {})
                 extra: dict[str, Any] = {}
-                if device_ms:  # device compute vs host-side overhead, where the backend can tell
-                    dev = latency_stats([t / 1e3 for t in device_ms[-len(times):]], batch=opts.batch)
+                if device_ms[code]:  # device compute vs host-side overhead, where the backend can tell
+                    dev = latency_stats([t / 1e3 for t in device_ms[code]], batch=opts.batch)
                     extra["device_ms"] = {k: round(v, 4) for k, v in dev.latency_ms().items()}
                     extra["host_overhead_ms"] = round(stats.latency_ms()["p50"] - dev.latency_ms()["p50"], 4)
-                if opts.hz:
-                    paced_s, late = time_paced(call, opts.paced_iterations or opts.iterations, opts.hz)
-                    extra["paced"] = paced_result(paced_s, times, late, opts.hz, opts.deadline_ms or 1000.0 / opts.hz,
-                                                  opts.batch, opts.cv_threshold, stats.p99_ms)
                 results[code] = report_mod.subnet_result(stats, energy, skip_cfg=subnet_mod.to_skip_cfg(code),
                                                          gmacs=entry.get("gmacs"), **extra)
+            if opts.hz:  # after the hot loop: a paced loop per sub-network (sleeping, so never interleaved)
+                for code in iterate(codes, f"paced loop at {opts.hz:g} Hz"):
+                    def paced_call(c: str = code) -> None:
+                        sw.infer(x, subnet=c)
+
+                    paced_s, late = time_paced(paced_call, opts.paced_iterations or opts.iterations, opts.hz)
+                    results[code]["paced"] = paced_result(
+                        paced_s, times[code], late, opts.hz, opts.deadline_ms or 1000.0 / opts.hz, opts.batch,
+                        opts.cv_threshold, hot_p99[code])
             competing = other_load(probe, load_probe())  # what else ran while this was timed
             describe = sw.describe()
             precision = getattr(engine, "precision", None)  # what ran, whether asked for or the default
@@ -319,7 +393,7 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
     if isinstance(device.get("cpu"), dict):
         device["cpu"]["loadavg_start"] = load_start
         device["cpu"]["other_load"] = competing
-    settings = {**asdict(opts), "subnets": codes, "threads": threads,
+    settings = {**asdict(opts), "subnets": codes, "threads": threads, "rounds_used": rounds,
                 "threads_rule": RULE if threads is not None and not opts.threads
                 and "threads" not in opts.backend_options else None}
     extra_blocks: dict[str, Any] = {"accuracy_source": accuracy_source}
@@ -338,7 +412,10 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
                "input_shape": shape, "precision": opts.precision},
         settings=settings, runtime=describe, identity=identity(m, codes),
         timing="host wall-clock around EngineSwitcher.infer (input copy-in and logits copy-out included); "
-               "on GPUs also device_ms, CUDA events around the compute",
+               "on GPUs also device_ms, CUDA events around the compute; "
+               + (f"interleaved: {rounds} rounds of {per_block} calls per sub-network, in a new random order each "
+                  f"round, {min(REWARM_CALLS, opts.warmup_iters)} untimed calls before each later block"
+                  if rounds > 1 else "each sub-network timed in one block"),
         **extra_blocks,
     )
     report["noise"] = noise_summary(report, opts.cv_threshold)

@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(1, "--batch", help="Batch size."),
         iterations: int = typer.Option(100, "--iterations", "-n", help="Timed calls per sub-network (at least)."),
         duration: float = typer.Option(0.0, "--duration", help="Timed seconds per sub-network (at least)."),
+        rounds: int = typer.Option(None, "--rounds", help="Time every sub-network in this many interleaved "
+                                   "blocks, a new random order of sub-networks each round, so bursts of noise "
+                                   "fall on all alike (default: blocks of ~10 calls; 1 when power is measured, "
+                                   "as energy needs one long window per sub-network)."),
         warmup: int = typer.Option(10, "--warmup", help="Warm-up calls per sub-network (at least)."),
         warmup_s: float = typer.Option(0.5, "--warmup-seconds", help="Warm-up seconds per sub-network (at least)."),
         idle: float = typer.Option(5.0, "--idle-seconds", help="Idle baseline length when power is measured."),
@@ -81,7 +85,7 @@ def register(app: typer.Typer) -> None:
         from adn_edge.bench.harness import BenchOptions, run_bench
 
         opts = BenchOptions(device=device.strip().lower(), backend=backend, power=power, subnets=subnet,
-                            precision=precision, batch=batch, iterations=iterations, duration_s=duration,
+                            precision=precision, batch=batch, iterations=iterations, rounds=rounds, duration_s=duration,
                             warmup_iters=warmup, warmup_s=warmup_s, idle_s=idle, interval_ms=interval,
                             threads=threads, backend_options=parse_options(backend_option), segmented=segmented,
                             hz=hz, paced_iterations=paced_iterations, deadline_ms=deadline_ms)

@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Path = typer.Option(Path("engines/demo"), "--out", "-o", help="Model directory to write."),
-        iterations: int = typer.Option(100, "--iterations", "-n", help="Timed calls per sub-network."),
+        iterations: int = typer.Option(400, "--iterations", "-n", help="Timed calls per sub-network (interleaved "
+                                        "in blocks of 10, as `adn-edge bench` does)."),
         recal_samples: int = typer.Option(512, "--recal-samples", help="BN recalibration images per sub-network."),
         threads: int = typer.Option(None, "--threads", help="CPU threads (default: as `adn-edge bench`, usable "
                                     "CPUs - 1, at least 1)."),

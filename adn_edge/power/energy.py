@@ -171,6 +171,27 @@ def window_power(samples: Sequence[PowerSample], t0: float, t1: float, quantity:
                        samples=n_inside, interval_ms=interval_ms, method=method, extrapolated_s=extrapolated)
 
 
+def combine_windows(windows: Sequence[WindowPower | None]) -> WindowPower | None:
+    """One sub-network's power over the several blocks it ran in (an interleaved bench
+    with a power meter): energies and durations add up, the mean power is their ratio.
+    None when there is no window or any block had no reading (a meter that measures
+    nothing); one window is returned as it is."""
+    if not windows or any(w is None for w in windows):
+        return None
+    ws = [w for w in windows if w is not None]
+    if len(ws) == 1:
+        return ws[0]
+    duration = sum(w.duration_s for w in ws)
+    energy = sum(w.energy_mj for w in ws)
+    intervals = [w.interval_ms for w in ws if w.interval_ms is not None]
+    methods = {w.method for w in ws}
+    return WindowPower(t0=min(w.t0 for w in ws), t1=max(w.t1 for w in ws), duration_s=duration, energy_mj=energy,
+                       mean_w=energy / 1000.0 / duration, samples=sum(w.samples for w in ws),
+                       interval_ms=float(np.median(intervals)) if intervals else None,
+                       method=methods.pop() if len(methods) == 1 else "mixed",
+                       extrapolated_s=sum(w.extrapolated_s for w in ws))
+
+
 def mean_power_w(samples: Sequence[PowerSample], t0: float, t1: float, quantity: str = "module_w") -> float:
     """Time-weighted mean power over ``[t0, t1]`` (not the mean of the readings)."""
     return window_power(samples, t0, t1, quantity).mean_w

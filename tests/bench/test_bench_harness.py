@@ -7,6 +7,7 @@ and its numbers are the fixture's, never a measurement.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -50,7 +51,9 @@ def test_cpu_bench_writes_a_valid_report_csv_and_plot(model_dir, capsys) -> None
     assert (model_dir / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_energy_with_a_tegrastats_double(model_dir, tmp_path, monkeypatch) -> None:
+@pytest.fixture
+def tegrastats_double(tmp_path, monkeypatch) -> None:
+    """``tegrastats`` on PATH replaying one recorded Orin Nano line (VDD_IN 5.704 W)."""
     exe = tmp_path / "bin" / "tegrastats"
     exe.parent.mkdir()
     exe.write_text(FAKE_TEGRASTATS.replace("{python}", sys.executable))
@@ -60,6 +63,9 @@ def test_energy_with_a_tegrastats_double(model_dir, tmp_path, monkeypatch) -> No
     lines.write_text(line + "\n")
     monkeypatch.setenv("FAKE_TEGRASTATS_LINES", str(lines))
     monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_energy_with_a_tegrastats_double(model_dir, tegrastats_double) -> None:
     opts = BenchOptions(device="cpu", power="tegrastats", subnets=["1111"], iterations=20, warmup_iters=1,
                         warmup_s=0, idle_s=0.5, interval_ms=20)
     report = run_bench(model_dir, opts, write=False)
@@ -242,3 +248,101 @@ def test_an_int8_run_never_gets_fp32_accuracies(model_dir, tmp_path) -> None:
     (d / "eval-int8.json").write_text(json.dumps(int8))
     acc, source = accuracy_for(d, m, "int8", BenchOptions(precision="int8"))
     assert acc == {c: 88.0 for c in m["subnets"]} and source["file"] == "eval-int8.json"
+
+
+def test_rounds_are_planned_from_the_iterations_and_the_meter() -> None:
+    from adn_edge.bench.harness import BLOCK_CALLS, plan_rounds
+
+    assert plan_rounds(BenchOptions(iterations=100), measures_energy=False) == 100 // BLOCK_CALLS
+    assert plan_rounds(BenchOptions(iterations=5), measures_energy=False) == 1
+    assert plan_rounds(BenchOptions(iterations=400), measures_energy=True) == 1  # energy: one long window
+    assert plan_rounds(BenchOptions(iterations=400, rounds=3), measures_energy=True) == 3
+    assert plan_rounds(BenchOptions(iterations=4, rounds=10), measures_energy=False) == 4  # >= 1 call a block
+
+
+def test_round_orders_shuffle_each_round_reproducibly() -> None:
+    from adn_edge.bench.harness import round_orders
+
+    codes = [format(i, "04b") for i in range(16)]
+    orders = round_orders(codes, 6, seed=0)
+    assert len(orders) == 6 and orders[0] == codes
+    assert all(sorted(o) == codes for o in orders)
+    assert len({tuple(o) for o in orders}) == 6  # 16! orders: six rounds never repeat one by chance
+    assert orders == round_orders(codes, 6, seed=0) and orders != round_orders(codes, 6, seed=1)
+    for seed in range(200):  # no round starts with the sub-network that ended the previous one
+        two = round_orders(["a", "b"], 8, seed)
+        assert all(two[i][0] != two[i - 1][-1] for i in range(1, 8))
+
+
+def _record_calls(monkeypatch) -> list[str]:
+    from adn_edge.runtime import EngineSwitcher
+
+    seen: list[str] = []
+    infer = EngineSwitcher.infer
+
+    def recording(self, x, subnet=None):
+        seen.append(subnet)
+        return infer(self, x, subnet=subnet)
+
+    monkeypatch.setattr(EngineSwitcher, "infer", recording)
+    return seen
+
+
+def test_the_bench_interleaves_sub_networks_in_blocks(model_dir, monkeypatch) -> None:
+    seen = _record_calls(monkeypatch)
+    report = run_bench(model_dir, BenchOptions(iterations=12, rounds=4, warmup_iters=5, warmup_s=0), write=False)
+    codes = list(report["subnets"])
+    # Each round: every sub-network once, as one block of 3 timed calls after its warm-up
+    # (5 calls in the first round, 2 in the others).
+    runs = [(c, sum(1 for _ in g)) for c, g in itertools.groupby(seen)]
+    assert [n for _, n in runs] == [5 + 3] * 3 + [2 + 3] * 9
+    assert [c for c, _ in runs[:3]] == codes
+    assert all(sorted(c for c, _ in runs[i:i + 3]) == sorted(codes) for i in range(0, 12, 3))
+    assert all(e["iterations"] == 12 for e in report["subnets"].values())
+    assert report["settings"]["rounds_used"] == 4 and "interleaved: 4 rounds of 3 calls" in report["timing"]
+    seen.clear()
+    one = run_bench(model_dir, BenchOptions(iterations=12, rounds=1, warmup_iters=5, warmup_s=0), write=False)
+    assert [sum(1 for _ in g) for _, g in itertools.groupby(seen)] == [17] * 3
+    assert "one block" in one["timing"]
+
+
+def test_rounds_are_checked(model_dir, capsys) -> None:
+    for bad in ("0", "-2"):
+        code, _, err = run_cli(["bench", model_dir, "--device", "cpu", "--rounds", bad], capsys)
+        assert code == 2 and "--rounds" in err, err
+
+
+def test_energy_over_interleaved_blocks_adds_up(model_dir, tegrastats_double) -> None:
+    """With a power meter and explicit rounds, a sub-network's energy is the sum over its
+    blocks: at the replayed constant power it is still power x timed seconds."""
+    opts = BenchOptions(device="cpu", power="tegrastats", subnets=["1111", "0000"], iterations=20, rounds=2,
+                        warmup_iters=1, warmup_s=0, idle_s=0.5, interval_ms=20)
+    report = run_bench(model_dir, opts, write=False)
+    watts = 5.704
+    for e in report["subnets"].values():
+        assert e["power_w"] == pytest.approx(watts, rel=1e-6)
+        assert e["power_samples"] >= 2 * 20  # each block long enough for the meter on its own
+        assert e["energy_mj"] == pytest.approx(watts * e["power_run_s"] / e["energy_inferences"] * 1000, rel=1e-3)
+
+
+def test_device_times_of_interleaved_blocks_are_kept(model_dir, monkeypatch) -> None:
+    """GPU backends report CUDA-event times per call; interleaved, each sub-network's are
+    gathered over its blocks. A CPU run stands in for the GPU: a wrapped ``infer`` sets
+    ``last_device_ms`` as a GPU backend would."""
+    from adn_edge.runtime import EngineSwitcher
+
+    infer = EngineSwitcher.infer
+    calls = {"n": 0}
+
+    def with_device_time(self, x, subnet=None):
+        out = infer(self, x, subnet=subnet)
+        calls["n"] += 1
+        self.engine.last_device_ms = 0.25
+        return out
+
+    monkeypatch.setattr(EngineSwitcher, "infer", with_device_time)
+    report = run_bench(model_dir, BenchOptions(iterations=6, rounds=3, warmup_iters=2, warmup_s=0), write=False)
+    for e in report["subnets"].values():
+        assert e["device_ms"]["p50"] == e["device_ms"]["max"] == 0.25
+        assert e["host_overhead_ms"] == pytest.approx(e["latency_ms"]["p50"] - 0.25, abs=1e-3)
+    assert calls["n"] == 3 * (3 * (2 + 2))  # 3 sub-networks x 3 blocks x (2 warm-up + 2 timed)

@@ -131,3 +131,19 @@ def test_bad_inputs_are_adn_errors():
 def test_min_run_seconds():
     assert min_run_seconds(50) == pytest.approx(1.5)  # 20 samples x 50 ms x 1.5 margin
     assert min_run_seconds(20, 30, margin=1.0) == pytest.approx(0.6)
+
+
+def test_windows_of_interleaved_blocks_combine_by_hand():
+    from adn_edge.power.energy import combine_windows
+
+    # P = 5 W on [0, 2], 8 W on [10, 11]: 10 J + 8 J over 3 s -> 6 W mean (not (5 + 8) / 2).
+    s = samples([(0, 5), (1, 5), (2, 5), (10, 8), (10.5, 8), (11, 8)])
+    a, b = window_power(s, 0, 2), window_power(s, 10, 11)
+    both = combine_windows([a, b])
+    assert both is not None
+    assert both.energy_mj == pytest.approx(18_000) and both.duration_s == pytest.approx(3)
+    assert both.mean_w == pytest.approx(6.0) and both.samples == a.samples + b.samples
+    assert (both.t0, both.t1) == (0, 11) and both.method == "trapezoid"
+    assert per_inference(both, 30).energy_mj == pytest.approx(600)  # 18 J / 30 calls
+    assert combine_windows([a]) is a
+    assert combine_windows([]) is None and combine_windows([a, None]) is None  # a block without readings
