@@ -174,7 +174,12 @@ def render_table(report: Mapping[str, Any]) -> Any:
              + (" (segmented)" if report.get("segmented") else "") + f", batch {report['batch']}")
     caption = (f"power: {pw['source']} rail {pw.get('rail')}, idle {_fmt(pw.get('idle_w'))} W, "
                f"interval {_fmt(pw.get('interval_ms'), 0)} ms" if measured else NOT_MEASURED)
-    caption = "latency in ms; " + ("energy per inference in mJ, n = power samples; " if measured else "") + caption
+    rounds = (report.get("settings") or {}).get("rounds_used")
+    calls = next(iter(report["subnets"].values()), {}).get("iterations")
+    timed = (f" ({calls} calls each" + (f", interleaved in {rounds} rounds" if rounds and rounds > 1 else "") + ")"
+             if calls else "")
+    caption = (f"latency in ms{timed}; " + ("energy per inference in mJ, n = power samples; " if measured else "")
+               + caption)
     paced = report.get("paced")
     if paced:
         caption += (f"; paced: one call every {paced['period_ms']:g} ms ({paced['hz']:g} Hz), sleeping between; "

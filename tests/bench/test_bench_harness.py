@@ -306,10 +306,13 @@ def test_the_bench_interleaves_sub_networks_in_blocks(model_dir, monkeypatch) ->
     assert "one block" in one["timing"]
 
 
-def test_rounds_are_checked(model_dir, capsys) -> None:
+def test_rounds_are_checked_and_said(model_dir, capsys) -> None:
     for bad in ("0", "-2"):
         code, _, err = run_cli(["bench", model_dir, "--device", "cpu", "--rounds", bad], capsys)
         assert code == 2 and "--rounds" in err, err
+    code, out, err = run_cli(["bench", model_dir, "--device", "cpu", "-n", "20", "--warmup", "1",
+                              "--warmup-seconds", "0"], capsys)
+    assert code == 0 and "20 calls each, interleaved in 2 rounds" in out.replace("\n", " "), out + err
 
 
 def test_energy_over_interleaved_blocks_adds_up(model_dir, tegrastats_double) -> None:
