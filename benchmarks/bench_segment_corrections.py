@@ -16,7 +16,10 @@ take each sub-network's recalibrated statistics as per-channel correction inputs
    resized): latency p50 at batch 1, 1 ONNX Runtime thread (EngineSwitcher), and the
    resident memory of a fresh process that opened the directory and ran every code once,
    for corrected segments (several thresholds), plain segments and the recalibrated
-   monolithic graphs. Each configuration runs in its own process.
+   monolithic graphs; segments as one session (the CPU default) and, for exact
+   corrections, also as a chain of sessions. Each configuration runs in its own process
+   (rough: +-10 % between runs; ``bench_segment_sessions.py --dir WORK/r50_recal`` pairs
+   them in one process).
 
     python benchmarks/bench_segment_corrections.py [--seeds 0 1] [--skip-latency] [--skip-accuracy]
 
@@ -195,8 +198,11 @@ def export_resnet50(work: Path, samples: int, thresholds: list[float]) -> dict[s
                             for k, v in records.items()}}
 
 
-def measure(directory: str, segmented: bool, codes: list[str], iterations: int) -> dict[str, Any]:
-    """In a fresh process: open, run every code once, then p50 of ``iterations`` runs per code."""
+def measure(directory: str, segmented: bool, codes: list[str], iterations: int,
+            single_session: bool | None = None) -> dict[str, Any]:
+    """In a fresh process: open, run every code once, then p50 of ``iterations`` runs per code.
+    ``single_session``: segments as one ONNX Runtime session (None: the runtime's default,
+    one session on the CPU) or as a chain of sessions (False)."""
     import numpy as np
 
     from adn_edge import subnet
@@ -205,7 +211,9 @@ def measure(directory: str, segmented: bool, codes: list[str], iterations: int) 
 
     rss0 = rss_mb()
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    with EngineSwitcher.open(directory, segmented=segmented, threads=1) as sw:
+    extra = {"single_session": single_session} if segmented and single_session is not None else {}
+    with EngineSwitcher.open(directory, segmented=segmented, threads=1, **extra) as sw:
+        mode = sw.describe().get("engine", {}).get("single_session")
         rss_open = rss_mb()
         for code in subnet.all_codes(4):
             sw.infer(x, code)
@@ -216,24 +224,27 @@ def measure(directory: str, segmented: bool, codes: list[str], iterations: int) 
                 t = time.perf_counter()
                 sw.infer(x, c)
                 times[c].append((time.perf_counter() - t) * 1000)
-    return {"p50_ms": {c: round(percentile(v, 50), 2) for c, v in times.items()},
+    return {"p50_ms": {c: round(percentile(v, 50), 2) for c, v in times.items()}, "single_session": mode,
             "rss_mb_open": round(rss_open - rss0, 1), "rss_mb_after_all_codes": round(rss_ran, 1)}
 
 
 def latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print("latency: exporting ResNet50-ADN (random weights)", flush=True)
     info = export_resnet50(work, args.r50_samples, args.thresholds)
-    configs = {"monolithic_recalibrated": (work / "r50_recal", False),
-               "segments_plain": (work / "r50_plain", True),
-               "segments_corrected": (work / "r50_recal", True),
-               **{f"segments_corrected_t{t:g}": (work / f"r50_t{t:g}", True) for t in args.thresholds}}
+    configs: dict[str, tuple[Path, bool, bool | None]] = {
+        "monolithic_recalibrated": (work / "r50_recal", False, None),
+        "segments_plain": (work / "r50_plain", True, None),
+        "segments_corrected": (work / "r50_recal", True, None),
+        "segments_corrected_chain": (work / "r50_recal", True, False),
+        **{f"segments_corrected_t{t:g}": (work / f"r50_t{t:g}", True, None) for t in args.thresholds}}
     codes = ["1111", "1010", "0101", "0000"]
     out: dict[str, Any] = {"arch": "resnet50", "input": [1, 3, 224, 224], "threads": 1, "codes": codes,
                            "iterations": args.iterations, **info, "configs": {}}
-    for name, (d, segmented) in configs.items():
+    for name, (d, segmented, single) in configs.items():
         load = os.getloadavg()
         cmd = [sys.executable, __file__, "--measure", str(d), "--segmented", str(int(segmented)),
                "--iterations", str(args.iterations)]
+        cmd += [] if single is None else ["--single-session", str(int(single))]
         res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
         r = json.loads(res.stdout.strip().splitlines()[-1])
         r["loadavg_before"] = [round(v, 2) for v in load]
@@ -279,9 +290,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     p.add_argument("--segmented", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--single-session", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.measure:
-        r = measure(args.measure, bool(args.segmented), ["1111", "1010", "0101", "0000"], args.iterations)
+        r = measure(args.measure, bool(args.segmented), ["1111", "1010", "0101", "0000"], args.iterations,
+                    None if args.single_session is None else bool(args.single_session))
         print(json.dumps(r))
         return r
     work = args.work or Path(tempfile.mkdtemp(prefix="adn_segcorr_"))

@@ -15,8 +15,15 @@ All with idle threads sleeping (each session's own pool, the default). Super- an
 base-net, FP32 and, where the directory has them, INT8 segments (``--int8``).
 
     python benchmarks/bench_segment_sessions.py [--threads 1 2] [--runs 200]
+    python benchmarks/bench_segment_sessions.py --dir DIR --label corrected
 
-Prints a table and writes ``benchmarks/results/segment_sessions_<arch>.json``.
+``--dir`` measures an existing directory instead of the random-weight export, e.g. one
+written by ``adn-edge export --segments --recalibrate`` (``bench_segment_corrections.py``
+leaves one in ``WORK/r50_recal``): there ``mono`` is the recalibrated monolithic graphs
+and ``chain``/``one`` the corrected segments, which feed each sub-network's BatchNorm
+corrections as inputs.
+
+Prints a table and writes ``benchmarks/results/segment_sessions_<arch>[_<label>].json``.
 """
 
 from __future__ import annotations
@@ -93,9 +100,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--int8", action="store_true", help="also the INT8 graphs (adn-edge quantize [--segments])")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--dir", type=Path, default=None, help="an existing model directory with segments")
+    ap.add_argument("--label", default=None, help="suffix of the JSON's name (with --dir)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    directory = ensure_model_dir(args.arch, args.workdir or default_workdir(args.arch))
+    if args.dir is not None:
+        from adn_edge.modeldir import manifest
+
+        directory, args.arch = args.dir, manifest.load(args.dir)["arch"]
+    else:
+        directory = ensure_model_dir(args.arch, args.workdir or default_workdir(args.arch))
     t0 = time.perf_counter()
     rows: dict[str, dict[str, Any]] = {}
     for precision in ["fp32"] + (["int8"] if args.int8 else []):
@@ -104,10 +118,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows[f"{precision}, {threads} thread{'s' if threads > 1 else ''}"] = summarise(res["samples"])
             print(f"[{time.perf_counter() - t0:5.0f}s] {precision} threads {threads}", flush=True)
     record = {"schema": 1, "benchmark": "segment_sessions", "issue": 14, "arch": args.arch,
+              "directory": str(directory), "label": args.label,
               "command": "python benchmarks/bench_segment_sessions.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "environment": {**environment(args.threads[0]), "loadavg_end": list(os.getloadavg())},
               "runs": args.runs, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
-    write_json(args.out or RESULTS / f"segment_sessions_{args.arch}.json", record)
+    suffix = f"_{args.label}" if args.label else ""
+    write_json(args.out or RESULTS / f"segment_sessions_{args.arch}{suffix}.json", record)
     print(f"\n### {args.arch}-ADN, batch 1, one process, candidates alternating per inference, {args.runs} runs\n")
     print("| precision, threads | net | mono p50 | chain p50 | one p50 | chain/mono (q25 q50 q75) | one/mono | one/chain |")
     print("|---|---|---|---|---|---|---|---|")
