@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 Log = Callable[[str], None]
-Iterate = Callable[[Sequence[str], str], Any]
+Iterate = Callable[[Sequence[Any], str], Any]
 
 
 @dataclass
@@ -100,7 +100,7 @@ def export_embedded(out: Path, recal_samples: int = 512, log: Log = print, itera
 def run_demo(out: str | Path = "engines/demo", iterations: int = 400, recal_samples: int = 512,
              threads: int | None = None, log: Log = print, iterate: Iterate | None = None) -> DemoResult:
     from adn_edge.bench import pareto as pareto_mod
-    from adn_edge.bench.harness import BenchOptions, bench_threads, plan_rounds, run_bench
+    from adn_edge.bench.harness import BenchOptions, bench_threads, run_bench
     from adn_edge.data import EMBEDDED_DATASET
     from adn_edge.modeldir import ModelDir
     from adn_edge.modeldir.pareto import pareto_front
@@ -133,13 +133,14 @@ def run_demo(out: str | Path = "engines/demo", iterations: int = 400, recal_samp
 
     bench_opts = BenchOptions(device="cpu", power="none", iterations=iterations, warmup_s=0.2, threads=threads)
     used = bench_threads(bench_opts, "onnxruntime")
-    rounds = plan_rounds(bench_opts, measures_energy=False)
     log(f"3/5 bench: latency of every sub-network on this CPU (ONNX Runtime, batch 1, {used} "
-        f"thread{'s' if used != 1 else ''}{'' if threads else ': the bench default, usable CPUs - 1'}; "
-        + (f"{iterations} calls each, interleaved in {rounds} rounds)" if rounds > 1 else f"{iterations} calls each)"))
+        f"thread{'s' if used != 1 else ''}{'' if threads else ': the bench default, usable CPUs - 1'})")
     result.bench = run_bench(opened, bench_opts, iterate=iterate)
     subs = result.bench["subnets"]
     cvs = [e["latency_cv"] for e in subs.values()]
+    calls = min(e["iterations"] for e in subs.values())
+    rounds = result.bench["settings"]["rounds_used"]
+    log(f"    {calls} calls each" + (f", interleaved in {rounds} rounds of {calls // rounds}" if rounds > 1 else ""))
     log(f"    p50 {min(e['latency_ms']['p50'] for e in subs.values()):.3f} .. "
         f"{max(e['latency_ms']['p50'] for e in subs.values()):.3f} ms, p99 "
         f"{min(e['latency_ms']['p99'] for e in subs.values()):.3f} .. "

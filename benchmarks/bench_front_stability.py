@@ -133,6 +133,7 @@ def main() -> None:
                                                        seed=rep), write=False)
             seconds = time.perf_counter() - t
             subs = report["subnets"]
+            threads = report["settings"]["threads"]
             p99 = {c: e["latency_ms"]["p99"] for c, e in subs.items()}
             acc = {c: e["accuracy"] for c, e in subs.items()}
             codes = list(subs)
@@ -145,7 +146,7 @@ def main() -> None:
     cheapest = min(gmacs, key=lambda c: gmacs[c])
     summary = {p: {**score([r["front"] for r in rs], [r["spearman"] for r in rs], cheapest),
                    "seconds": round(sum(r["seconds"] for r in rs) / len(rs), 1)} for p, rs in runs.items()}
-    print(f"\n{'plan':52} {'trade-off':>9} {'0000 first':>10} {'distinct':>8} {'jaccard':>7} {'spearman':>8} "
+    print(f"\n{'plan':52} {'trade-off':>9} {cheapest + ' first':>10} {'distinct':>8} {'jaccard':>7} {'spearman':>8} "
           f"{'s/bench':>7}  front sizes")
     for p, s in summary.items():
         print(f"{p:52} {s['trade_off']:>4}/{s['runs']:<4} {s['cheapest_first']:>5}/{s['runs']:<4} "
@@ -154,7 +155,7 @@ def main() -> None:
     write_json(args.out, {
         "benchmark": "front-stability", "command": command.strip(), "directory": str(directory),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.perf_counter() - t_all, 1),
-        "environment": environment(0), "loadavg_1min_start": start_load, "cheapest": cheapest,
+        "environment": environment(threads), "loadavg_1min_start": start_load, "cheapest": cheapest,
         "statistic": "p99 latency (the demo's and the policies' deadline statistic) vs top-1",
         "plans": {p: {"iterations": it, "rounds": r} for p, (it, r) in PLANS.items()},
         "summary": summary, "runs": runs,

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--label", default=None, help="suffix of the JSON's name (with --dir)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.label and args.dir is None:
+        ap.error("--label names the JSON of a --dir run; give --dir too")
     if args.dir is not None:
         from adn_edge.modeldir import manifest
 

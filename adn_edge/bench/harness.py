@@ -48,7 +48,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,10 @@ from adn_edge.modeldir.lock import writing
 from adn_edge.modeldir.results import find_eval, identity, load_accuracy
 
 DEVICES = ("orin", "cuda", "cpu")
-Iterate = Callable[[Sequence[str], str], Any]
+Iterate = Callable[[Sequence[Any], str], Iterable[Any]]
+"""A progress wrapper (``adn_edge.cli.output.progress``): given the items and a label,
+yields the items. :func:`run_bench` hands it the ``(round, code)`` blocks of the hot
+loop, then the codes of the paced loop."""
 
 
 @dataclass
@@ -83,9 +86,9 @@ class BenchOptions:
     """Timed calls per sub-network, at least (the issue's floor: 100 on CPU)."""
     rounds: int | None = None
     """Interleave the timing: every sub-network is timed in this many blocks of
-    ``iterations / rounds`` calls, visiting the sub-networks in a new random order each
-    round. None: :func:`plan_rounds` (blocks of ~10 calls, or 1 round when power is
-    measured)."""
+    ``ceil(iterations / rounds)`` calls, visiting the sub-networks in a new random order
+    each later round. None: :func:`plan_rounds` (1 round when power is measured, else
+    blocks of ~10 calls)."""
     duration_s: float = 0.0
     """Minimum timed seconds per sub-network (0: iterations decide)."""
     warmup_iters: int = 10
@@ -194,10 +197,13 @@ REWARM_CALLS = 2
 another sub-network ran meets caches that hold the other one's weights."""
 
 
-def plan_rounds(opts: BenchOptions, measures_energy: bool) -> int:
-    """How many interleaved rounds to time in: ``opts.rounds`` (at most one per
-    iteration), else blocks of :data:`BLOCK_CALLS` calls, else (power measured) 1, as
-    energy per sub-network needs one window long enough for the meter."""
+def plan_rounds(opts: BenchOptions, measures_energy: bool, subnets: int) -> int:
+    """How many interleaved rounds to time in: 1 for a single sub-network (there is
+    nothing to interleave with); ``opts.rounds`` (at most one per iteration); 1 when
+    power is measured, as energy per sub-network needs one window long enough for the
+    meter; else blocks of :data:`BLOCK_CALLS` calls."""
+    if subnets < 2:
+        return 1
     if opts.rounds is not None:
         return max(1, min(opts.rounds, opts.iterations))
     if measures_energy:
@@ -324,23 +330,24 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
                 raise AdnError(f"The model directory was exported with a static batch of {static}, "
                                f"but --batch {opts.batch} was asked for.", f"Use --batch {static}.")
             x = np.random.default_rng(opts.seed).standard_normal(shape, dtype=np.float32)
-            min_s = opts.duration_s
-            if source.measures_energy:
-                min_s = max(min_s, min_run_seconds(opts.interval_ms))
             results: dict[str, Any] = {}
             engine = sw.engine
             # A segmented directory may hold fewer monolithic sub-networks than it runs.
             costs = {**(m.get("segments") or {}).get("subnets", {}), **m["subnets"]}
             mode = f"{backend}{', segmented' if opts.segmented else ''}, {opts.device}"
-            rounds = plan_rounds(opts, source.measures_energy)
+            rounds = plan_rounds(opts, source.measures_energy, len(codes))
             per_block = -(-opts.iterations // rounds)
-            block_s = min_s if rounds == 1 or source.measures_energy else min_s / rounds
+            # --duration is shared out over the blocks; with a meter each block is also
+            # long enough for its own energy window.
+            block_s = opts.duration_s / rounds
+            if source.measures_energy:
+                block_s = max(block_s, min_run_seconds(opts.interval_ms))
             times: dict[str, list[float]] = {c: [] for c in codes}
             device_ms: dict[str, list[float]] = {c: [] for c in codes}
             windows: dict[str, list[Any]] = {c: [] for c in codes}
             blocks = [(r, c) for r, order in enumerate(round_orders(codes, rounds, opts.seed)) for c in order]
             label = f"bench {m['arch']} ({mode}{f', {rounds} rounds' if rounds > 1 else ''})"
-            for r, code in iterate(blocks, label):  # type: ignore[arg-type]
+            for r, code in iterate(blocks, label):
                 block_dev: list[float] = []
 
                 def call(c: str = code, dev: list[float] = block_dev) -> None:
@@ -375,6 +382,8 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
                     def paced_call(c: str = code) -> None:
                         sw.infer(x, subnet=c)
 
+                    for _ in range(min(REWARM_CALLS, opts.warmup_iters)):  # as before a hot block: the last
+                        paced_call()  # block was another sub-network's, and the paced figures compare with them
                     paced_s, late = time_paced(paced_call, opts.paced_iterations or opts.iterations, opts.hz)
                     results[code]["paced"] = paced_result(
                         paced_s, times[code], late, opts.hz, opts.deadline_ms or 1000.0 / opts.hz, opts.batch,
@@ -413,8 +422,9 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
         settings=settings, runtime=describe, identity=identity(m, codes),
         timing="host wall-clock around EngineSwitcher.infer (input copy-in and logits copy-out included); "
                "on GPUs also device_ms, CUDA events around the compute; "
-               + (f"interleaved: {rounds} rounds of {per_block} calls per sub-network, in a new random order each "
-                  f"round, {min(REWARM_CALLS, opts.warmup_iters)} untimed calls before each later block"
+               + (f"interleaved: {rounds} rounds of {per_block} calls per sub-network, the first round in the "
+                  f"directory's order, each later one in a new random order, {min(REWARM_CALLS, opts.warmup_iters)} "
+                  "untimed calls before each later block"
                   if rounds > 1 else "each sub-network timed in one block"),
         **extra_blocks,
     )

@@ -175,7 +175,8 @@ def render_table(report: Mapping[str, Any]) -> Any:
     caption = (f"power: {pw['source']} rail {pw.get('rail')}, idle {_fmt(pw.get('idle_w'))} W, "
                f"interval {_fmt(pw.get('interval_ms'), 0)} ms" if measured else NOT_MEASURED)
     rounds = (report.get("settings") or {}).get("rounds_used")
-    calls = next(iter(report["subnets"].values()), {}).get("iterations")
+    counts = sorted({e["iterations"] for e in report["subnets"].values() if e.get("iterations")})
+    calls = (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}") if counts else None
     timed = (f" ({calls} calls each" + (f", interleaved in {rounds} rounds" if rounds and rounds > 1 else "") + ")"
              if calls else "")
     caption = (f"latency in ms{timed}; " + ("energy per inference in mJ, n = power samples; " if measured else "")

@@ -253,11 +253,12 @@ def test_an_int8_run_never_gets_fp32_accuracies(model_dir, tmp_path) -> None:
 def test_rounds_are_planned_from_the_iterations_and_the_meter() -> None:
     from adn_edge.bench.harness import BLOCK_CALLS, plan_rounds
 
-    assert plan_rounds(BenchOptions(iterations=100), measures_energy=False) == 100 // BLOCK_CALLS
-    assert plan_rounds(BenchOptions(iterations=5), measures_energy=False) == 1
-    assert plan_rounds(BenchOptions(iterations=400), measures_energy=True) == 1  # energy: one long window
-    assert plan_rounds(BenchOptions(iterations=400, rounds=3), measures_energy=True) == 3
-    assert plan_rounds(BenchOptions(iterations=4, rounds=10), measures_energy=False) == 4  # >= 1 call a block
+    assert plan_rounds(BenchOptions(iterations=100), False, 16) == 100 // BLOCK_CALLS
+    assert plan_rounds(BenchOptions(iterations=5), False, 16) == 1
+    assert plan_rounds(BenchOptions(iterations=400), True, 16) == 1  # energy: one long window
+    assert plan_rounds(BenchOptions(iterations=400, rounds=3), True, 16) == 3
+    assert plan_rounds(BenchOptions(iterations=4, rounds=10), False, 16) == 4  # >= 1 call a block
+    assert plan_rounds(BenchOptions(iterations=400, rounds=8), False, 1) == 1  # nothing to interleave with
 
 
 def test_round_orders_shuffle_each_round_reproducibly() -> None:
@@ -321,10 +322,13 @@ def test_energy_over_interleaved_blocks_adds_up(model_dir, tegrastats_double) ->
     opts = BenchOptions(device="cpu", power="tegrastats", subnets=["1111", "0000"], iterations=20, rounds=2,
                         warmup_iters=1, warmup_s=0, idle_s=0.5, interval_ms=20)
     report = run_bench(model_dir, opts, write=False)
+    from adn_edge.power.energy import min_run_seconds
+
     watts = 5.704
     for e in report["subnets"].values():
         assert e["power_w"] == pytest.approx(watts, rel=1e-6)
-        assert e["power_samples"] >= 2 * 20  # each block long enough for the meter on its own
+        assert e["power_run_s"] >= 2 * min_run_seconds(20)  # both blocks, each long enough for the meter
+        assert e["power_samples"] >= 2 * 20
         assert e["energy_mj"] == pytest.approx(watts * e["power_run_s"] / e["energy_inferences"] * 1000, rel=1e-3)
 
 
@@ -335,17 +339,39 @@ def test_device_times_of_interleaved_blocks_are_kept(model_dir, monkeypatch) -> 
     from adn_edge.runtime import EngineSwitcher
 
     infer = EngineSwitcher.infer
-    calls = {"n": 0}
+    seen: list[tuple[str, int]] = []
 
     def with_device_time(self, x, subnet=None):
         out = infer(self, x, subnet=subnet)
-        calls["n"] += 1
-        self.engine.last_device_ms = 0.25
+        seen.append((subnet, len(seen)))
+        self.engine.last_device_ms = float(len(seen) - 1)  # the call's index: tells warm-up from timed
         return out
 
     monkeypatch.setattr(EngineSwitcher, "infer", with_device_time)
     report = run_bench(model_dir, BenchOptions(iterations=6, rounds=3, warmup_iters=2, warmup_s=0), write=False)
+    assert len(seen) == 3 * (3 * (2 + 2))  # 3 sub-networks x 3 blocks x (2 warm-up + 2 timed)
+    blocks = [list(g) for _, g in itertools.groupby(seen, key=lambda s: s[0])]
+    for code, e in report["subnets"].items():
+        timed = [i for b in blocks if b[0][0] == code for _, i in b[2:]]  # each block: 2 warm-up calls first
+        assert len(timed) == 6
+        assert (e["device_ms"]["min"], e["device_ms"]["max"]) == (min(timed), max(timed))
+        assert e["device_ms"]["mean"] == pytest.approx(sum(timed) / 6, abs=1e-4)  # rounded to 4 places
+        assert e["host_overhead_ms"] == pytest.approx(e["latency_ms"]["p50"] - e["device_ms"]["p50"], abs=1e-3)
+
+
+def test_one_sub_network_is_timed_in_one_block(model_dir, monkeypatch) -> None:
+    seen = _record_calls(monkeypatch)
+    report = run_bench(model_dir, BenchOptions(subnets=["0000"], iterations=30, rounds=3, warmup_iters=3, warmup_s=0),
+                       write=False)
+    assert report["settings"]["rounds_used"] == 1 and "one block" in report["timing"]
+    assert len(seen) == 3 + 30  # no re-warm calls between blocks that would follow one another
+
+
+def test_duration_is_shared_out_over_the_rounds(model_dir) -> None:
+    """``--duration`` stays a floor for each sub-network's total timed time when the
+    calls are split into rounds (each block gets its share)."""
+    report = run_bench(model_dir, BenchOptions(iterations=2, rounds=2, duration_s=0.1, warmup_iters=1, warmup_s=0),
+                       write=False)
     for e in report["subnets"].values():
-        assert e["device_ms"]["p50"] == e["device_ms"]["max"] == 0.25
-        assert e["host_overhead_ms"] == pytest.approx(e["latency_ms"]["p50"] - 0.25, abs=1e-3)
-    assert calls["n"] == 3 * (3 * (2 + 2))  # 3 sub-networks x 3 blocks x (2 warm-up + 2 timed)
+        assert e["iterations"] > 2  # the duration, not the count, decided
+        assert e["latency_ms"]["mean"] * e["iterations"] / 1000 >= 0.1

@@ -142,3 +142,18 @@ def test_validate_raises_adn_error_and_write_refuses(tmp_path):
         write_report(r, tmp_path)
     assert not list(tmp_path.iterdir())
     assert bench_problems([1, 2]) == ["the report is not a JSON object"]
+
+
+def test_the_caption_says_how_each_sub_network_was_timed():
+    def caption(report):
+        buf = io.StringIO()
+        print_table(report, Console(file=buf, width=300))
+        return " ".join(buf.getvalue().split())
+
+    r = cpu_report()
+    n = r["subnets"][CODES[0]]["iterations"]
+    assert f"({n} calls each)" in caption(r)
+    r["settings"]["rounds_used"] = 3
+    assert f"({n} calls each, interleaved in 3 rounds)" in caption(r)
+    r["subnets"][CODES[1]]["iterations"] = n + 40  # --duration: the counts differ
+    assert f"({n}-{n + 40} calls each, interleaved in 3 rounds)" in caption(r)
