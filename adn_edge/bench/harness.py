@@ -337,6 +337,7 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
             mode = f"{backend}{', segmented' if opts.segmented else ''}, {opts.device}"
             rounds = plan_rounds(opts, source.measures_energy, len(codes))
             per_block = -(-opts.iterations // rounds)
+            rewarm = min(REWARM_CALLS, opts.warmup_iters)  # before every block but a sub-network's first
             # --duration is shared out over the blocks; with a meter each block is also
             # long enough for its own energy window.
             block_s = opts.duration_s / rounds
@@ -356,8 +357,8 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
                         dev.append(engine.last_device_ms)
 
                 first = r == 0
-                block, t0, t1 = time_calls(call, per_block, block_s, opts.warmup_iters if first else
-                                           min(REWARM_CALLS, opts.warmup_iters), opts.warmup_s if first else 0.0)
+                block, t0, t1 = time_calls(call, per_block, block_s, opts.warmup_iters if first else rewarm,
+                                           opts.warmup_s if first else 0.0)
                 times[code] += block
                 device_ms[code] += block_dev[-len(block):] if block_dev else []
                 windows[code].append(source.window(t0, t1))
@@ -382,7 +383,7 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
                     def paced_call(c: str = code) -> None:
                         sw.infer(x, subnet=c)
 
-                    for _ in range(min(REWARM_CALLS, opts.warmup_iters)):  # as before a hot block: the last
+                    for _ in range(rewarm):  # as before a hot block: the last
                         paced_call()  # block was another sub-network's, and the paced figures compare with them
                     paced_s, late = time_paced(paced_call, opts.paced_iterations or opts.iterations, opts.hz)
                     results[code]["paced"] = paced_result(
@@ -423,7 +424,7 @@ def run_bench(directory: str | os.PathLike[str] | ModelDir, opts: BenchOptions, 
         timing="host wall-clock around EngineSwitcher.infer (input copy-in and logits copy-out included); "
                "on GPUs also device_ms, CUDA events around the compute; "
                + (f"interleaved: {rounds} rounds of {per_block} calls per sub-network, the first round in the "
-                  f"directory's order, each later one in a new random order, {min(REWARM_CALLS, opts.warmup_iters)} "
+                  f"directory's order, each later one in a new random order, {rewarm} "
                   "untimed calls before each later block"
                   if rounds > 1 else "each sub-network timed in one block"),
         **extra_blocks,
